@@ -1,0 +1,58 @@
+"""Tokenization and truncation policy with the published DNABERT-2 tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.sequence import normalize_sequence
+from service.tokenization import SequenceTokenizer, TruncationPolicy, pad_batch
+
+
+@pytest.fixture(scope="module")
+def tok(published_tokenizer_file):
+    return SequenceTokenizer.from_file(published_tokenizer_file, TruncationPolicy(max_tokens=512))
+
+
+def test_special_ids_and_template(tok):
+    assert (tok.unk_id, tok.cls_id, tok.sep_id, tok.pad_id, tok.mask_id) == (0, 1, 2, 3, 4)
+    ids = tok.encode(["ACGT"])[0].ids
+    assert ids[0] == 1 and ids[-1] == 2
+
+
+def test_normalised_lowercase_and_rna_tokenize_like_dna(tok):
+    dna = tok.encode([normalize_sequence("ACGTTGCAACGT").sequence])[0].ids
+    for variant in ("acgttgcaacgt", "ACGUUGCAACGU", "acg uug\ncaa cgu"):
+        assert tok.encode([normalize_sequence(variant).sequence])[0].ids == dna
+
+
+def test_ambiguous_bases_become_one_unk_each(tok):
+    enc = tok.encode([normalize_sequence("ACGTRYNACGT").sequence])[0]
+    assert enc.ids.count(tok.unk_id) == 3
+
+
+def test_token_truncation_keeps_special_tokens(published_tokenizer_file):
+    tok = SequenceTokenizer.from_file(published_tokenizer_file, TruncationPolicy(max_tokens=8))
+    long, short = tok.encode(["ACGT" * 200, "ACGT"])
+    assert len(long.ids) == 8 and long.truncated
+    assert long.ids[0] == tok.cls_id and long.ids[-1] == tok.sep_id
+    assert not short.truncated
+
+
+def test_nucleotide_truncation_keeps_the_3_prime_end(published_tokenizer_file):
+    policy = TruncationPolicy(max_tokens=482, truncation_side="left", max_nucleotides=10,
+                              nucleotide_truncation_side="left")
+    tok = SequenceTokenizer.from_file(published_tokenizer_file, policy)
+    seq = "GGGGGGGGGG" + "ACGTTGCAAC"
+    got = tok.encode([seq])[0]
+    assert got.truncated
+    assert got.ids == tok.encode(["ACGTTGCAAC"])[0].ids
+
+
+def test_pad_batch_right_pads_with_mask():
+    ids, mask = pad_batch([[1, 5, 2], [1, 2]], pad_id=3)
+    assert ids.dtype == np.int64 and mask.dtype == np.int64
+    assert ids.tolist() == [[1, 5, 2], [1, 2, 3]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    with pytest.raises(ValueError):
+        pad_batch([], 3)
