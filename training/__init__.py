@@ -1,0 +1,1 @@
+"""Training, evaluation and ONNX export of DNABERT-2 sequence classifiers."""
