@@ -1,0 +1,148 @@
+"""``dnabert-serve``: run the HTTP service, or predict offline from a FASTA file.
+
+    dnabert-serve serve [--host H] [--port P] [--workers-per-model N] ...
+    dnabert-serve predict FILE --task promoter|lncrna-localization [--model NAME] [-o OUT]
+
+``predict`` uses the same runtime and batcher as the server (no HTTP), so its scores are the
+server's scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from service.errors import DnabertError
+from service.settings import Settings
+
+CHUNK = 256  # records per submitted piece: progress granularity, and the batcher mixes pieces
+
+
+def _settings(args) -> Settings:
+    overrides = {}
+    if getattr(args, "models_dir", None):
+        overrides["models_dir"] = Path(args.models_dir)
+    if getattr(args, "device", None):
+        overrides["device"] = args.device
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    return Settings(**overrides)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+    print(f"dnabert-serve: serving {settings.models_dir} on http://{settings.host}:{settings.port} "
+          f"(API docs: http://{host}:{settings.port}/docs)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                timeout_keep_alive=30, access_log=args.access_log)
+    return 0
+
+
+async def predict_file(path: Path, task: str, model: str | None, settings: Settings, progress: bool = True):
+    """Predictions for every record of a FASTA file (plain or gzip), in file order."""
+    from tqdm import tqdm
+
+    from service.fasta import read_fasta_bytes
+    from service.serving import TASK_PROMOTER, InferenceService
+
+    records = read_fasta_bytes(path.read_bytes(), max_bytes=max(settings.max_upload_bytes, 1 << 34),
+                               max_sequence_length=settings.max_sequence_length)
+    service = InferenceService(settings)
+    await service.start()
+    try:
+        predict = service.predict_promoter if task == TASK_PROMOTER else service.predict_lncrna
+        pieces = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
+        bar = tqdm(total=len(records), unit="seq", disable=not progress, file=sys.stderr)
+
+        async def one(piece):
+            result = await predict(piece, model)
+            bar.update(len(piece))
+            return result
+
+        results = await asyncio.gather(*(one(p) for p in pieces))
+        bar.close()
+    finally:
+        await service.stop()
+    merged = results[0].model_copy(update={
+        "results": [r for res in results for r in res.results],
+        "count": sum(res.count for res in results),
+    })
+    return merged
+
+
+def cmd_predict(args) -> int:
+    from service.formats import lncrna_table, promoter_table
+    from service.serving import TASK_PROMOTER
+
+    settings = _settings(args)
+    settings.max_queue = max(settings.max_queue, 1 << 30)  # offline: the whole file may queue
+    settings.request_timeout_s = max(settings.request_timeout_s, 24 * 3600)
+    result = asyncio.run(predict_file(Path(args.file), args.task, args.model, settings, not args.quiet))
+    fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "csv")
+    if fmt not in ("csv", "tsv", "json"):
+        fmt = "csv"
+    if fmt == "json":
+        text = result.model_dump_json(indent=2) + "\n"
+    else:
+        text = (promoter_table if args.task == TASK_PROMOTER else lncrna_table)(result, fmt)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {result.count} predictions to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dnabert-serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="start the HTTP service (settings from DNABERT_* variables)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--models-dir")
+    s.add_argument("--device", choices=["auto", "cpu", "gpu"])
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--access-log", action="store_true")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("predict", help="predict offline from a FASTA file")
+    s.add_argument("file")
+    s.add_argument("--task", required=True, choices=["promoter", "lncrna-localization"])
+    s.add_argument("--model", help="promoter variant or 'all' (default from settings)")
+    s.add_argument("-o", "--output", help="output file (.csv, .tsv or .json); default: CSV to stdout")
+    s.add_argument("--format", choices=["csv", "tsv", "json"])
+    s.add_argument("--models-dir")
+    s.add_argument("--device", choices=["auto", "cpu", "gpu"])
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DnabertError as exc:
+        where = f" (record {exc.record_id})" if exc.record_id else ""
+        print(f"dnabert-serve: error [{exc.code}]{where}: {exc.message}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"dnabert-serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Service configuration: one typed object read from ``DNABERT_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+PROMOTER_VARIANTS = ("base", "cnn", "bilstm", "cnn_bilstm_max", "cnn_bilstm_avg")
+
+
+class Settings(BaseSettings):
+    """Every setting can be given as an environment variable, e.g. ``DNABERT_MODELS_DIR``."""
+
+    model_config = SettingsConfigDict(env_prefix="DNABERT_", env_file=None, extra="ignore",
+                                      protected_namespaces=("settings_",))
+
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder with <task>/<variant>/ model folders")
+    default_promoter_model: str = Field("cnn_bilstm_avg", description="variant used when model= is not given")
+    promoter_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    lncrna_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"nucleus": 0.5, "cytoplasm": 0.5, "extracellular_vesicle": 0.5},
+        description='per-label thresholds, JSON: {"nucleus": 0.5, ...}',
+    )
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="gpu: CUDA provider required (fail at start without it); auto: CUDA when available")
+    precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto: fp16 graphs on GPU, fp32 on CPU")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session (0 = library default)")
+    workers: int = Field(1, ge=1, le=64, description="batches run concurrently per model")
+    max_batch_tokens: int = Field(16384, ge=64, description="padded-token budget of one batch")
+    max_batch_size: int = Field(128, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    batch_window: int = Field(1024, ge=1, description="queued sequences sorted by length when cutting a batch")
+    max_queue: int = Field(20000, ge=1, description="queued sequences per model before 429")
+    request_timeout_s: float = Field(60.0, gt=0.0)
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="after gzip decompression")
+    max_records: int = Field(20000, ge=1, description="records per request")
+    max_sequence_length: int = Field(100_000, ge=1, description="nucleotides per record")
+    tokenizer_threads: int = Field(2, ge=1, description="threads for parsing and tokenization")
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("lncrna_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for label, t in value.items():
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"threshold for {label} must be within [0, 1]")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
