@@ -210,8 +210,16 @@ class InferenceService:
         for lm in models:  # one tokenization per distinct tokenizer
             if lm.tokenizer_key not in prepared:
                 prepared[lm.tokenizer_key] = await loop.run_in_executor(self._cpu, prepare, records, lm.model)
-        outs = await asyncio.gather(*(
-            lm.batcher.submit(prepared[lm.tokenizer_key].tokens, timeout=timeout) for lm in models))
+        tasks = [asyncio.ensure_future(lm.batcher.submit(prepared[lm.tokenizer_key].tokens, timeout=timeout))
+                 for lm in models]
+        try:
+            outs = await asyncio.gather(*tasks)
+        except BaseException:
+            # one model refused or failed (or the request was cancelled): withdraw the others' work
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         return prepared[models[0].tokenizer_key], [*outs]
 
     async def predict_promoter(self, records: Sequence[FastaRecord], model: str | None = None,

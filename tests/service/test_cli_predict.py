@@ -1,0 +1,304 @@
+"""``dnabert-serve predict``: offline predictions from a FASTA file to CSV, TSV or JSON.
+
+Called in-process (``service.cli.main``) and once as ``python -m service predict`` in a child
+process. The scores are checked against :meth:`OnnxModel.predict` (the model folder's own,
+independent batching), never against hard-coded values.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MODELS_DIR = Path(os.environ.get("DNABERT_TEST_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
+if not (MODELS_DIR / "promoter").is_dir():
+    pytest.skip(f"no promoter models in {MODELS_DIR} (set DNABERT_TEST_MODELS_DIR)", allow_module_level=True)
+HAS_LNCRNA = (MODELS_DIR / "lncrna-localization").is_dir()
+needs_lncrna = pytest.mark.skipif(not HAS_LNCRNA, reason="no lncRNA model")
+
+from service.cli import main  # noqa: E402
+from service.model_folder import OnnxModel, session_options  # noqa: E402
+from service.settings import PROMOTER_VARIANTS, Settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+LNCRNA_LABELS = ("nucleus", "cytoplasm", "extracellular_vesicle")
+DEFAULT_MODEL = Settings(models_dir=MODELS_DIR).default_promoter_model
+VARIANTS = [v for v in PROMOTER_VARIANTS if (MODELS_DIR / "promoter" / v).is_dir()]
+TOL = 1e-5  # the CLI and OnnxModel.predict batch differently
+
+
+# -- the input file ---------------------------------------------------------------------------------
+
+def make_records(seed: int, n: int, lo: int, hi: int, prefix: str = "rec") -> list[tuple[str, str]]:
+    """Random-length records: some lowercase, some RNA (U), some with N and IUPAC codes."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        seq = rng.choices("ACGT", k=rng.randint(lo, hi))
+        if i % 5 == 3:
+            for _ in range(rng.randint(1, 4)):
+                seq[rng.randrange(len(seq))] = rng.choice("NNRY")
+        text = "".join(seq)
+        if i % 5 == 1:
+            text = text.lower()
+        elif i % 5 == 2:
+            text = text.replace("T", "U")
+        records.append((f"{prefix}{i:03d}_{rng.randrange(10**6)}", text))
+    return records
+
+
+def write_fasta(path: Path, records: list[tuple[str, str]], compress: bool = False) -> Path:
+    lines = []
+    for rid, seq in records:
+        lines.append(f">{rid} a test record, {len(seq)} nt")
+        lines.extend(seq[i : i + 61] for i in range(0, len(seq), 61))
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def records() -> list[tuple[str, str]]:
+    return make_records(2024, 50, 30, 800)
+
+
+@pytest.fixture(scope="module")
+def fasta(tmp_path_factory, records) -> Path:
+    return write_fasta(tmp_path_factory.mktemp("cli") / "input.fasta", records)
+
+
+@pytest.fixture(autouse=True)
+def model_env(monkeypatch):
+    """Settings come from DNABERT_* variables, as they would for a user."""
+    monkeypatch.setenv("DNABERT_MODELS_DIR", str(MODELS_DIR))
+    monkeypatch.setenv("DNABERT_INTRA_OP_THREADS", "1")
+    monkeypatch.setenv("DNABERT_TOKENIZER_THREADS", "1")
+
+
+def child_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "DNABERT_MODELS_DIR": str(MODELS_DIR),
+        "DNABERT_INTRA_OP_THREADS": "1",
+        "DNABERT_TOKENIZER_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+    }
+
+
+# -- references ---------------------------------------------------------------------------------------
+
+_MODELS: dict[tuple[str, str], OnnxModel] = {}
+
+
+def reference(task: str, name: str, records: list[tuple[str, str]]):
+    """Scores of ``OnnxModel.predict``: (N,) for promoter variants, (N, 3) for lncRNA."""
+    if (task, name) not in _MODELS:
+        _MODELS[(task, name)] = OnnxModel(MODELS_DIR / task / name, session_options=session_options(1))
+    return _MODELS[(task, name)].predict([s for _, s in records], [r for r, _ in records]).scores
+
+
+def expected_flags(seq: str) -> tuple[int, set[str]]:
+    n_amb = sum(seq.upper().count(c) for c in "NRY")
+    flags = set()
+    if n_amb:
+        flags.add("ambiguous_bases")
+    if "U" in seq or "u" in seq:
+        flags.add("rna_input")
+    return n_amb, flags
+
+
+# -- reading the outputs --------------------------------------------------------------------------------
+
+def read_table(text: str, delimiter: str) -> tuple[list[str], list[dict[str, str]]]:
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = next(reader)
+    rows = [dict(zip(header, row, strict=True)) for row in reader]
+    return header, rows
+
+
+def promoter_header(variants: list[str]) -> list[str]:
+    return ["id", "length", "probability", "label", "model", *[f"p_{v}" for v in variants],
+            "truncated", "ambiguous_bases", "flags"]
+
+
+def check_promoter_rows(rows: list[dict], records, model_column: str) -> None:
+    """One row per record in file order, with the record's length, flags and the model's score."""
+    assert [r["id"] for r in rows] == [rid for rid, _ in records]
+    want = reference("promoter", DEFAULT_MODEL, records)
+    for row, (rid, seq), p in zip(rows, records, want):
+        prob = float(row["probability"])
+        assert abs(prob - p) <= TOL, f"{rid}: {prob} vs {p}"
+        assert row["label"] == ("promoter" if prob >= 0.5 else "non_promoter")
+        assert row["model"] == model_column
+        assert int(row["length"]) == len(seq)
+        n_amb, flags = expected_flags(seq)
+        assert int(row["ambiguous_bases"]) == n_amb
+        got_flags = set(row["flags"].split(";")) if isinstance(row["flags"], str) else set(row["flags"])
+        assert got_flags - {"", "truncated"} == flags, rid
+
+
+def json_rows(data: dict) -> list[dict]:
+    assert data["count"] == len(data["results"])
+    return data["results"]
+
+
+# -- tests -------------------------------------------------------------------------------------------------
+
+def test_output_format_follows_the_suffix(tmp_path, fasta, records, capsys):
+    outputs = {}
+    for suffix in ("csv", "tsv", "json"):
+        out = tmp_path / f"predictions.{suffix}"
+        assert main(["predict", str(fasta), "--task", "promoter", "-o", str(out), "--quiet"]) == 0
+        assert f"wrote {len(records)} predictions to {out}" in capsys.readouterr().err
+        outputs[suffix] = out.read_text()
+
+    header, csv_rows = read_table(outputs["csv"], ",")
+    assert header == promoter_header([])
+    check_promoter_rows(csv_rows, records, DEFAULT_MODEL)
+
+    header, tsv_rows = read_table(outputs["tsv"], "\t")
+    assert header == promoter_header([])
+    assert "\t" in outputs["tsv"].splitlines()[1]
+    check_promoter_rows(tsv_rows, records, DEFAULT_MODEL)
+
+    data = json.loads(outputs["json"])
+    assert data["task"] == "promoter" and data["model"] == DEFAULT_MODEL
+    check_promoter_rows(json_rows(data), records, DEFAULT_MODEL)
+    for c, t, j in zip(csv_rows, tsv_rows, data["results"]):
+        assert float(c["probability"]) == float(t["probability"]) == pytest.approx(j["probability"], abs=1e-6)
+
+
+def test_format_option_wins_over_the_suffix_and_stdout_works(tmp_path, fasta, records, capsys):
+    out = tmp_path / "predictions.txt"
+    assert main(["predict", str(fasta), "--task", "promoter", "-o", str(out), "--format", "tsv", "--quiet"]) == 0
+    header, rows = read_table(out.read_text(), "\t")
+    assert header == promoter_header([])
+    check_promoter_rows(rows, records, DEFAULT_MODEL)
+    capsys.readouterr()
+
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(fasta), "--task", "promoter", "-o", str(out), "--format", "json", "--quiet"]) == 0
+    check_promoter_rows(json_rows(json.loads(out.read_text())), records, DEFAULT_MODEL)
+    capsys.readouterr()
+
+    assert main(["predict", str(fasta), "--task", "promoter", "--format", "json", "--quiet"]) == 0
+    check_promoter_rows(json_rows(json.loads(capsys.readouterr().out)), records, DEFAULT_MODEL)
+
+    assert main(["predict", str(fasta), "--task", "promoter", "--quiet"]) == 0  # default: CSV on stdout
+    header, rows = read_table(capsys.readouterr().out, ",")
+    assert header == promoter_header([])
+    check_promoter_rows(rows, records, DEFAULT_MODEL)
+
+
+def test_model_all_has_a_column_per_variant(tmp_path, fasta, records):
+    out = tmp_path / "all.csv"
+    assert main(["predict", str(fasta), "--task", "promoter", "--model", "all", "-o", str(out), "--quiet"]) == 0
+    header, rows = read_table(out.read_text(), ",")
+    assert header == promoter_header(sorted(VARIANTS))
+    assert [r["id"] for r in rows] == [rid for rid, _ in records]
+    for v in VARIANTS:
+        want = reference("promoter", v, records)
+        for row, p in zip(rows, want):
+            assert abs(float(row[f"p_{v}"]) - p) <= TOL, (row["id"], v)
+    for row in rows:
+        assert row["model"] == "all"
+        mean = sum(float(row[f"p_{v}"]) for v in VARIANTS) / len(VARIANTS)
+        assert float(row["probability"]) == pytest.approx(mean, abs=1e-9)
+
+    out = tmp_path / "all.json"
+    assert main(["predict", str(fasta), "--task", "promoter", "--model", "all", "-o", str(out), "--quiet"]) == 0
+    results = json_rows(json.loads(out.read_text()))
+    assert [r["id"] for r in results] == [rid for rid, _ in records]
+    assert all(sorted(r["variant_probabilities"]) == sorted(VARIANTS) for r in results)
+
+
+@needs_lncrna
+def test_lncrna_localization(tmp_path, fasta, records):
+    out = tmp_path / "lncrna.tsv"
+    assert main(["predict", str(fasta), "--task", "lncrna-localization", "-o", str(out), "--quiet"]) == 0
+    header, rows = read_table(out.read_text(), "\t")
+    assert header == ["id", "length", *LNCRNA_LABELS, "locations", "truncated", "ambiguous_bases", "flags",
+                      "model"]
+    assert [r["id"] for r in rows] == [rid for rid, _ in records]
+    want = reference("lncrna-localization", "lncrna", records)
+    for row, scores, (rid, seq) in zip(rows, want, records):
+        assert int(row["length"]) == len(seq)
+        for label, p in zip(LNCRNA_LABELS, scores):
+            assert abs(float(row[label]) - p) <= TOL, (rid, label)
+        locations = set(row["locations"].split(";")) - {""}
+        assert locations == {label for label in LNCRNA_LABELS if float(row[label]) >= 0.5}
+
+    out = tmp_path / "lncrna.json"
+    assert main(["predict", str(fasta), "--task", "lncrna-localization", "-o", str(out), "--quiet"]) == 0
+    data = json.loads(out.read_text())
+    assert data["task"] == "lncrna-localization"
+    assert [r["id"] for r in json_rows(data)] == [rid for rid, _ in records]
+
+
+def test_gzip_input_gives_the_same_predictions(tmp_path, records):
+    plain = write_fasta(tmp_path / "in.fa", records)
+    packed = write_fasta(tmp_path / "in.fa.gz", records, compress=True)
+    assert main(["predict", str(plain), "--task", "promoter", "-o", str(tmp_path / "plain.csv"), "--quiet"]) == 0
+    assert main(["predict", str(packed), "--task", "promoter", "-o", str(tmp_path / "gz.csv"), "--quiet"]) == 0
+    _, plain_rows = read_table((tmp_path / "plain.csv").read_text(), ",")
+    _, gz_rows = read_table((tmp_path / "gz.csv").read_text(), ",")
+    assert [r["id"] for r in gz_rows] == [rid for rid, _ in records]
+    for a, b in zip(plain_rows, gz_rows):
+        assert a["id"] == b["id"]
+        assert abs(float(a["probability"]) - float(b["probability"])) <= 1e-6
+
+
+def test_file_order_is_kept_across_chunks(tmp_path):
+    """More records than one submitted piece (256): the output is still in file order."""
+    many = make_records(7, 600, 20, 60, prefix="short")
+    path = write_fasta(tmp_path / "many.fa", many)
+    out = tmp_path / "many.csv"
+    assert main(["predict", str(path), "--task", "promoter", "-o", str(out), "--quiet"]) == 0
+    _, rows = read_table(out.read_text(), ",")
+    check_promoter_rows(rows, many, DEFAULT_MODEL)
+
+
+def test_bad_record_fails_naming_the_record(tmp_path, records, capsys):
+    bad = records[:5] + [("broken_record_42", "ACGTACGT1234ACGT")] + records[5:10]
+    path = write_fasta(tmp_path / "bad.fa", bad)
+    out = tmp_path / "bad.csv"
+    rc = main(["predict", str(path), "--task", "promoter", "-o", str(out), "--quiet"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "broken_record_42" in err
+    assert not out.exists()
+
+
+def test_missing_file_fails(tmp_path, capsys):
+    rc = main(["predict", str(tmp_path / "nope.fa"), "--task", "promoter", "--quiet"])
+    assert rc != 0
+    assert "nope.fa" in capsys.readouterr().err
+
+
+def test_python_m_service_predict_in_a_child_process(tmp_path, records):
+    packed = write_fasta(tmp_path / "in.fasta.gz", records, compress=True)
+    out = tmp_path / "child.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "predict", str(packed), "--task", "promoter", "-o", str(out)],
+        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {len(records)} predictions" in proc.stderr
+    check_promoter_rows(json_rows(json.loads(out.read_text())), records, DEFAULT_MODEL)
+
+    bad = write_fasta(tmp_path / "bad.fasta", records[:3] + [("digits_here", "ACGT99ACGT")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "predict", str(bad), "--task", "promoter", "--quiet"],
+        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "digits_here" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
