@@ -99,10 +99,14 @@ class OnnxModel:
         self.tokenizer = SequenceTokenizer.from_file(
             self.folder / self.card.files["tokenizer"], TruncationPolicy(**self.card.tokenization)
         )
-        self.session = ort.InferenceSession(
-            str(self.folder / self.card.files[role]), sess_options=session_options,
-            providers=list(providers),
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(self.folder / self.card.files[role]), sess_options=session_options,
+                providers=list(providers),
+            )
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelArtifactError(f"{self.folder}: ONNX Runtime cannot load {self.card.files[role]}: {first}") from exc
         if CUDA in providers and self.session.get_providers()[0] != CUDA:
             raise ModelArtifactError(
                 f"{self.folder}: the CUDA execution provider was asked for but did not load "

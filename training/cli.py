@@ -111,6 +111,8 @@ def _tokenizer_and_backbone(args, task: str):
     if args.init_from:
         ckpt = Path(args.init_from)
         tok = SequenceTokenizer.from_file(ckpt / "tokenizer.json", policy)
+        if (ckpt / "classifier.json").is_file():  # a fine-tuned run's model/ folder: reuse its backbone
+            return tok, DnaBertConfig.from_dict(json.loads((ckpt / "classifier.json").read_text())["backbone"])
         return tok, DnaBertConfig.from_json(ckpt / "config.json")
     config = DnaBertConfig.from_dict(PRESETS[args.preset].to_dict())
     if args.tokenizer:
@@ -176,6 +178,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from training.report import models_report
+
+    text = models_report(Path(args.models))
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def cmd_embedded(args) -> int:
     from training.embedded import build_embedded
 
@@ -218,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dev")
     s.add_argument("--test")
     s.add_argument("--limit", type=int, help="use at most N examples per split (smoke runs)")
-    s.add_argument("--init-from", help="DNABERT-2 checkpoint directory (config.json, tokenizer.json, weights)")
+    s.add_argument("--init-from", help="DNABERT-2 checkpoint directory (config.json, tokenizer.json, weights), "
+                                       "or a fine-tuned run's model/ folder whose backbone to start from")
     s.add_argument("--preset", default="small", help="backbone size without --init-from: small, tiny, dnabert2-117m")
     s.add_argument("--tokenizer", help="tokenizer.json to use without --init-from (else one is trained)")
     s.add_argument("--vocab-size", type=int, default=4096)
@@ -252,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--description", default="")
     s.add_argument("--no-fp16", action="store_true")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("report", help="metrics table of the exported models (from their cards)")
+    s.add_argument("--models", default="models")
+    s.add_argument("--output", help="also write it to this file (e.g. models/README.md)")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("embedded", help="reproduce the embedded default models in models/")
     s.add_argument("--models", default="models")

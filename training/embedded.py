@@ -7,7 +7,11 @@ Stages (each skipped when its output exists, so an interrupted build resumes):
    pretrained DNABERT-2 that the published models start from);
 3. each of the five promoter variants fine-tuned from that backbone on the 300 bp split;
 4. the lncRNA localization model fine-tuned from it on the iLoc-lncRNA-BERT training set;
-5. every model exported to ``models/<task>/<variant>/`` and verified against PyTorch.
+5. the four head variants trained a second time from the backbone of the fine-tuned ``base``
+   model (a promoter-adapted backbone), and the lncRNA head trained alone on the frozen
+   pre-trained backbone; for each model the run with the better *dev* score is kept (test data
+   plays no part in the choice);
+6. every kept model exported to ``models/<task>/<variant>/`` and verified against PyTorch.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ PROMOTER_RECIPE = dict(epochs=4, batch_size=32, lr=5e-4, head_lr=1e-3, patience=
                        max_minutes=6.0, head_dropout=0.1)
 LNCRNA_RECIPE = dict(epochs=40, batch_size=16, lr=3e-4, head_lr=1e-3, patience=8, eval_every=0,
                      max_minutes=5.0, head_dropout=0.3)
+# 176 training lncRNAs are few for fine-tuning a whole backbone: also try training the head alone
+# on the pre-trained backbone (backbone learning rate 0) and keep the better by dev score.
+LNCRNA_HEAD_ONLY_RECIPE = dict(LNCRNA_RECIPE, lr=0.0, head_lr=2e-3, epochs=60, patience=12)
 PRETRAIN_STEPS = 2500
 
 DESCRIPTIONS = {
@@ -44,7 +51,7 @@ def _train_args(**kw) -> SimpleNamespace:
 
 
 def build_embedded(models: Path, runs: Path, only: list[str] | None = None, quick: bool = False) -> None:
-    from training.cli import cmd_pretrain, cmd_tokenizer, cmd_train
+    from training.cli import cmd_pretrain, cmd_tokenizer
 
     runs.mkdir(parents=True, exist_ok=True)
     tokenizer = runs / "tokenizer.json"
@@ -61,15 +68,64 @@ def build_embedded(models: Path, runs: Path, only: list[str] | None = None, quic
     for task, variant, recipe in jobs:
         if only and variant not in only:
             continue
-        out = models / task / variant
-        recipe = dict(recipe)
-        if quick:
-            recipe.update(epochs=1, eval_every=0, max_minutes=0.5)
-        cmd_train(_train_args(task=task, variant=variant, init_from=str(pretrained),
-                              run_dir=str(runs / f"{task}-{variant}"), export=str(out), name=variant,
-                              limit=48 if quick else None, **recipe))
-        card = json.loads((out / "card.json").read_text())
-        card["description"] = DESCRIPTIONS[variant]
-        card["training"]["pretrained_backbone"] = json.loads((pretrained / "pretrain.json").read_text())
-        card["training"]["command"] = "dnabert-train embedded"
-        (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        run_dir = runs / f"{task}-{variant}"
+        if not (run_dir / "model" / "model.safetensors").is_file():
+            _train(run_dir, task, variant, recipe, pretrained, quick)
+    # Second pass: the head variants from the promoter-adapted backbone of the base model.
+    base_model = runs / f"{TASK_PROMOTER}-base" / "model"
+    for variant in PROMOTER_VARIANTS[1:]:
+        if (only and variant not in only) or not (base_model / "model.safetensors").is_file():
+            continue
+        run_dir = runs / f"{TASK_PROMOTER}-{variant}-from-base"
+        if not (run_dir / "model" / "model.safetensors").is_file():
+            _train(run_dir, TASK_PROMOTER, variant, PROMOTER_RECIPE, base_model, quick)
+    if not only or LNCRNA_VARIANT in only:
+        run_dir = runs / f"{TASK_LNCRNA}-{LNCRNA_VARIANT}-head-only"
+        if not (run_dir / "model" / "model.safetensors").is_file():
+            _train(run_dir, TASK_LNCRNA, LNCRNA_VARIANT, LNCRNA_HEAD_ONLY_RECIPE, pretrained, quick)
+    for task, variant, _ in jobs:
+        if only and variant not in only:
+            continue
+        candidates = [runs / f"{task}-{variant}", runs / f"{task}-{variant}-from-base",
+                      runs / f"{task}-{variant}-head-only"]
+        kept = max((c for c in candidates if (c / "metrics.json").is_file()), key=_dev_score)
+        _export(kept, models / task / variant, variant, pretrained, base_model, candidates)
+
+
+def _dev_score(run_dir: Path) -> float:
+    from training.train import dev_score
+
+    meta = json.loads((run_dir / "model" / "classifier.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    return dev_score(meta["task"], metrics["dev"])
+
+
+def _train(run_dir: Path, task: str, variant: str, recipe: dict, init_from: Path, quick: bool) -> None:
+    from training.cli import cmd_train
+
+    recipe = dict(recipe)
+    if quick:
+        recipe.update(epochs=1, eval_every=0, max_minutes=0.5)
+    cmd_train(_train_args(task=task, variant=variant, init_from=str(init_from), run_dir=str(run_dir),
+                          limit=48 if quick else None, **recipe))
+
+
+def _export(run_dir: Path, out: Path, variant: str, pretrained: Path, base_model: Path,
+            candidates: list[Path]) -> None:
+    from training.cli import cmd_export
+
+    cmd_export(SimpleNamespace(run=str(run_dir / "model"), out=str(out), name=variant,
+                               description=DESCRIPTIONS[variant], no_fp16=False))
+    card = json.loads((out / "card.json").read_text())
+    card["training"]["pretrained_backbone"] = json.loads((pretrained / "pretrain.json").read_text())
+    card["training"]["initialised_from"] = (
+        "backbone of the fine-tuned base model (promoter-adapted)" if run_dir.name.endswith("-from-base")
+        else "masked-LM pre-trained small backbone, kept frozen (head trained alone)"
+        if run_dir.name.endswith("-head-only") else "masked-LM pre-trained small backbone")
+    card["training"]["selection"] = {
+        "rule": "of the runs below, the one with the best dev score (MCC for promoters, macro AUROC for lncRNA)",
+        "dev_scores": {c.name: _dev_score(c) for c in candidates if (c / "metrics.json").is_file()},
+        "kept": run_dir.name,
+    }
+    card["training"]["command"] = "dnabert-train embedded"
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -11,7 +11,6 @@ A model folder (``models/<task>/<name>/``) is all the service needs:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import platform
 from dataclasses import asdict
@@ -25,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from service.card import ModelCard
+from service.model_folder import file_sha256
 from service.tokenization import SequenceTokenizer
 from training.models import LNCRNA_VARIANT, SequenceClassifier
 
@@ -36,14 +36,6 @@ PARITY_ATOL = 1e-4
 
 class ExportParityError(RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance."""
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _HalfPrecision(torch.nn.Module):
@@ -173,7 +165,7 @@ def export_model_folder(model: SequenceClassifier, tok: SequenceTokenizer, out: 
         inputs=INPUT_NAMES,
         output=OUTPUT_NAMES[0],
         files=files,
-        sha256={f: sha256(out / f) for f in files.values()},
+        sha256={f: file_sha256(out / f) for f in files.values()},
         tokenization=asdict(tok.policy),
         backbone=model.config.to_dict(),
         head=model.describe(),

@@ -106,8 +106,9 @@ def evaluate_examples(model, tok, examples: list[Example], task: str) -> dict:
 
 
 def dev_score(task: str, metrics: dict) -> float:
-    """Model selection: MCC for promoters, micro AUROC for lncRNA (defined on small splits)."""
-    key = metrics.get("micro_auroc") if task == TASK_LNCRNA else metrics.get("mcc")
+    """Model selection: MCC for promoters; macro AUROC (the mean over labels with positives and
+    negatives) for lncRNA. Micro AUROC is not used: it rewards predicting each label's base rate."""
+    key = metrics.get("macro_auroc") if task == TASK_LNCRNA else metrics.get("mcc")
     return float("-inf") if key is None else float(key)
 
 
@@ -142,10 +143,13 @@ def train_classifier(model: SequenceClassifier, tok: SequenceTokenizer, data: Da
 
     head_params = [p for n, p in model.named_parameters() if n.startswith("head.")]
     body_params = [p for n, p in model.named_parameters() if not n.startswith("head.")]
-    opt = torch.optim.AdamW(
-        [{"params": body_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}],
-        weight_decay=cfg.weight_decay,
-    )
+    groups = [{"params": head_params, "lr": cfg.head_lr}]
+    if cfg.lr > 0:
+        groups.append({"params": body_params, "lr": cfg.lr})
+    else:  # backbone learning rate 0: a frozen backbone, only the head trains
+        for p in body_params:
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_ratio * total))

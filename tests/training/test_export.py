@@ -76,13 +76,20 @@ def test_model_folder_is_self_describing_and_checked(tokenizer, tmp_path):
     np.testing.assert_allclose(fp16.predict(seqs).scores, ref, atol=5e-3)
 
     # a tampered graph is refused, naming the folder
-    with (out / "model.onnx").open("ab") as fh:
-        fh.write(b"\0")
+    original = (out / "model.onnx").read_bytes()
+    (out / "model.onnx").write_bytes(original + b"\0")
     with pytest.raises(ModelArtifactError, match="sha256"):
         OnnxModel(out)
+    # ... and so is a corrupt one whose card was updated to match it
     card_json = json.loads((out / "card.json").read_text())
-    card_json["inputs"] = ["ids", "mask"]
     card_json["sha256"]["model.onnx"] = file_sha256(out / "model.onnx")
+    (out / "card.json").write_text(json.dumps(card_json))
+    with pytest.raises(ModelArtifactError, match="cannot load model.onnx"):
+        OnnxModel(out)
+    # a graph whose inputs are not the card's
+    (out / "model.onnx").write_bytes(original)
+    card_json["sha256"]["model.onnx"] = file_sha256(out / "model.onnx")
+    card_json["inputs"] = ["ids", "mask"]
     (out / "card.json").write_text(json.dumps(card_json))
     with pytest.raises(ModelArtifactError, match="do not match the card"):
         OnnxModel(out)
