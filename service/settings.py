@@ -20,7 +20,8 @@ class Settings(BaseSettings):
                                       protected_namespaces=("settings_",))
 
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder with <task>/<variant>/ model folders")
-    default_promoter_model: str = Field("cnn_bilstm_avg", description="variant used when model= is not given")
+    default_promoter_model: str = Field(
+        "cnn_bilstm_max", description="variant used when model= is not given (embedded: best dev MCC)")
     promoter_threshold: float = Field(0.5, ge=0.0, le=1.0)
     lncrna_thresholds: dict[str, float] = Field(
         default_factory=lambda: {"nucleus": 0.5, "cytoplasm": 0.5, "extracellular_vesicle": 0.5},
