@@ -9,7 +9,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+def default_models_dir() -> Path:
+    """``models/`` of the checkout the package runs from, else ``./models``."""
+    checkout = Path(__file__).resolve().parents[1] / "models"
+    return checkout if checkout.is_dir() else Path.cwd() / "models"
 PROMOTER_VARIANTS = ("base", "cnn", "bilstm", "cnn_bilstm_max", "cnn_bilstm_avg")
 
 
@@ -19,7 +22,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DNABERT_", env_file=None, extra="ignore",
                                       protected_namespaces=("settings_",))
 
-    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder with <task>/<variant>/ model folders")
+    models_dir: Path = Field(default_factory=default_models_dir,
+                             description="folder with <task>/<variant>/ model folders")
     default_promoter_model: str = Field(
         "cnn_bilstm_max", description="variant used when model= is not given (embedded: best dev MCC)")
     promoter_threshold: float = Field(0.5, ge=0.0, le=1.0)
