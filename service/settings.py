@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+
 def default_models_dir() -> Path:
     """``models/`` of the checkout the package runs from, else ``./models``."""
     checkout = Path(__file__).resolve().parents[1] / "models"

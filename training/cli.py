@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.checkpoint import TASKS, TASK_LNCRNA, TASK_PROMOTER, default_policy
+from training.checkpoint import TASK_LNCRNA, TASK_PROMOTER, TASKS, default_policy
 
 
 def _json(obj) -> str:
@@ -28,7 +28,7 @@ def _json(obj) -> str:
 
 # ---------------------------------------------------------------------------------------------
 def cmd_check_parity(args) -> int:
-    from training.parity import TOLERANCE, run_parity
+    from training.parity import run_parity
 
     diffs = run_parity(args.directory, args.output)
     failed = False
@@ -58,13 +58,13 @@ def cmd_tokenizer(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    import torch
+
     from service.tokenization import SequenceTokenizer
     from training.data import lncrna_dataset, promoter_dataset, unlabelled_sequences
     from training.dnabert2 import PRESETS
     from training.pretrain import pretrain_mlm
     from training.train import seed_everything
-
-    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,7 +30,8 @@ dictionaries can be written with :func:`json.dumps` directly.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (

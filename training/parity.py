@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from service.tokenization import SequenceTokenizer, TruncationPolicy
-from training.dnabert2 import DnaBertConfig, DnaBertModel, load_backbone_state, read_state_dict, find_weights
+from training.dnabert2 import DnaBertConfig, DnaBertModel, find_weights, load_backbone_state, read_state_dict
 
 TOLERANCE = 1e-4
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from service.tokenization import SequenceTokenizer
 from training.checkpoint import TASK_LNCRNA, TASK_PROMOTER, save_classifier
 from training.data import LNCRNA_LABELS, PROMOTER_LABELS, Dataset, Example
-from training.dnabert2 import DnaBertConfig, load_backbone_state, read_state_dict, find_weights
+from training.dnabert2 import DnaBertConfig, find_weights, load_backbone_state, read_state_dict
 from training.losses import two_way_multilabel_loss
 from training.metrics import binary_metrics, format_metrics, multilabel_metrics
 from training.models import LNCRNA_VARIANT, SequenceClassifier

@@ -14,7 +14,7 @@ from service.errors import ModelArtifactError
 from service.model_folder import OnnxModel, file_sha256
 from service.tokenization import SequenceTokenizer, TruncationPolicy
 from training.export import ExportParityError, export_graph, export_model_folder, verify
-from training.models import ALL_VARIANTS, SequenceClassifier
+from training.models import ALL_VARIANTS
 from training.tokenizer import train_bpe_tokenizer
 
 from .test_models import CONFIG, make_model
