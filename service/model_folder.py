@@ -56,9 +56,25 @@ def available_providers() -> list[str]:
     return ort.get_available_providers()
 
 
+def preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from NVIDIA's pip wheels (onnxruntime-gpu[cuda,cudnn]) when installed.
+
+    Where CUDA comes from the system instead, this finds nothing and the session loads the
+    system libraries as usual.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - best effort; the CUDA check below is what decides
+            pass
+
+
 def choose_providers(device: str) -> list[str]:
     """``gpu``: CUDA then CPU (CUDA must be available); ``cpu``: CPU; ``auto``: CUDA when present."""
     available = available_providers()
+    if device != "cpu" and CUDA in available:
+        preload_cuda_libraries()
     if device == "gpu":
         if CUDA not in available:
             raise ModelArtifactError(
