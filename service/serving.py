@@ -82,7 +82,7 @@ def prepare(records: Sequence[FastaRecord], model: OnnxModel) -> Prepared:
         try:
             norm.append(normalize_sequence(r.sequence, r.id))
         except DnabertError as exc:
-            exc.line = exc.line or r.line
+            exc.line = exc.line or r.line or None  # JSON records have no line (0)
             raise
     encoded = model.tokenizer.encode([n.sequence for n in norm])
     return Prepared(
