@@ -59,6 +59,9 @@ class SequenceTokenizer:
         self.unk_id = vocab["[UNK]"]
         self.mask_id = vocab["[MASK]"]
         self.vocab_size = tokenizer.get_vocab_size()
+        # encode_batch_fast (tokenizers >= 0.21) skips character offsets, which are not used
+        # here: the same ids, about a quarter faster.
+        self._encode_batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
 
     @classmethod
     def from_file(cls, path: str | Path, policy: TruncationPolicy | None = None) -> SequenceTokenizer:
@@ -79,7 +82,7 @@ class SequenceTokenizer:
     def encode(self, sequences: Sequence[str]) -> list[Encoded]:
         """Encode normalised sequences (see :func:`service.sequence.normalize_sequence`)."""
         clipped = [self._clip(s) for s in sequences]
-        encodings = self._tok.encode_batch([s for s, _ in clipped], add_special_tokens=True)
+        encodings = self._encode_batch([s for s, _ in clipped], add_special_tokens=True)
         return [
             Encoded(enc.ids, cut or bool(enc.overflowing))
             for enc, (_, cut) in zip(encodings, clipped, strict=True)
