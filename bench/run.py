@@ -60,7 +60,7 @@ def bench_raw_onnx(models_dir: Path, batch_sizes: list[int], seconds: float, thr
         tokens = [e.ids for e in model.tokenizer.encode(seqs)]
         for bs in batch_sizes:
             ids, mask = model.tokenizer.pad(tokens[:bs])
-            per_call = timed(lambda ids=ids, mask=mask: model.run(ids, mask), seconds)
+            per_call = timed(lambda ids=ids, mask=mask, model=model: model.run(ids, mask), seconds)
             rows.append({"model": f"{model.card.task}/{model.card.name}", "input_nt": length, "batch": bs,
                          "tokens": int(ids.shape[1]), "sequences_per_s": bs / per_call,
                          "latency_ms": 1000 * per_call})
