@@ -12,7 +12,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from service.tokenization import SequenceTokenizer, TruncationPolicy
@@ -66,7 +65,3 @@ def load_classifier(directory: str | Path) -> tuple[SequenceClassifier, Sequence
 def is_run_folder(directory: str | Path) -> bool:
     return (Path(directory) / "classifier.json").is_file()
 
-
-def torch_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(n)
