@@ -99,7 +99,7 @@ def _load_data(args, task: str):
     return data
 
 
-def _tokenizer_and_backbone(args, task: str):
+def _tokenizer_and_backbone(args, task: str, data):
     from service.tokenization import SequenceTokenizer
     from training.dnabert2 import PRESETS, DnaBertConfig
     from training.tokenizer import train_bpe_tokenizer
@@ -118,7 +118,6 @@ def _tokenizer_and_backbone(args, task: str):
     if args.tokenizer:
         tok = SequenceTokenizer.from_file(args.tokenizer, policy)
     else:
-        data = _load_data(args, task)
         tok = SequenceTokenizer(train_bpe_tokenizer([e.sequence for e in data["train"]], args.vocab_size), policy)
     config.vocab_size = tok.vocab_size
     return tok, config
@@ -132,8 +131,8 @@ def cmd_train(args) -> int:
     task = args.task
     variant = args.variant or ("lncrna" if task == TASK_LNCRNA else "base")
     seed_everything(args.seed)
-    tok, config = _tokenizer_and_backbone(args, task)
     data = _load_data(args, task)
+    tok, config = _tokenizer_and_backbone(args, task, data)
     model, initialised = build_model(config, variant, args.head_dropout,
                                      Path(args.init_from) if args.init_from else None)
     cfg = TrainConfig(task=task, variant=variant, epochs=args.epochs, batch_size=args.batch_size,
