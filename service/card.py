@@ -27,7 +27,7 @@ class ModelCard(BaseModel):
     positive_index: int | None = Field(None, description="softmax column of the positive class")
     inputs: list[str]
     output: str
-    files: dict[str, str] = Field(description="role -> file name: graph, graph_fp16, tokenizer")
+    files: dict[str, str] = Field(description="role -> file name: graph, graph_fp16, graph_int8 (optional), tokenizer")
     sha256: dict[str, str]
     tokenization: dict[str, Any]
     backbone: dict[str, Any]

@@ -96,6 +96,10 @@ def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
     return opts
 
 
+GRAPH_ROLES = {"fp32": "graph", "fp16": "graph_fp16", "int8": "graph_int8"}
+"""Precision -> the card's ``files`` role of the graph that runs at that precision."""
+
+
 class OnnxModel:
     """An exported classifier: card + tokenizer + ONNX Runtime session."""
 
@@ -108,7 +112,9 @@ class OnnxModel:
             raise ModelArtifactError(f"{self.folder}: no {CARD_FILE}") from exc
         except ValueError as exc:
             raise ModelArtifactError(f"{self.folder}: invalid {CARD_FILE}: {exc}") from exc
-        role = "graph_fp16" if precision == "fp16" else "graph"
+        role = GRAPH_ROLES.get(precision)
+        if role is None:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(GRAPH_ROLES)}")
         if role not in self.card.files:
             raise ModelArtifactError(f"{self.folder}: the card lists no {role} file")
         self._check_files()

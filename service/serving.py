@@ -126,7 +126,7 @@ class InferenceService:
         for task, name, folder in discover(s.models_dir):
             card_precision = precision
             model = OnnxModel(folder, providers=self.providers,
-                              precision=card_precision if card_precision == "fp32" else "fp16",
+                              precision=card_precision,
                               session_options=session_options(s.intra_op_threads))
             config = BatcherConfig(max_batch_tokens=s.max_batch_tokens, max_batch_size=s.max_batch_size,
                                    max_wait_ms=s.max_wait_ms, window=s.batch_window, max_queue=s.max_queue,

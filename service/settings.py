@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="gpu: CUDA provider required (fail at start without it); auto: CUDA when available")
-    precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto: fp16 graphs on GPU, fp32 on CPU")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto", description="auto: fp16 graphs on GPU, fp32 on CPU; int8: dynamically quantized graphs (CPU)")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session (0 = library default)")
     workers: int = Field(1, ge=1, le=64, description="batches run concurrently per model")
     max_batch_tokens: int = Field(16384, ge=64, description="padded-token budget of one batch")
