@@ -28,6 +28,7 @@ AMBIGUITY_CODES = frozenset("NRYSWKMBDHV")
 _WHITESPACE = re.compile(r"\s+")
 _TRANSLATE = str.maketrans({"U": "T", **{c: "N" for c in AMBIGUITY_CODES}})
 _INVALID = re.compile(r"[^ACGTN]")
+_CLEAN = re.compile(r"[ACGT]+")  # the common case: nothing to change
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class NormalizedSequence:
 
 def normalize_sequence(raw: str, record_id: str | None = None) -> NormalizedSequence:
     """Normalise one raw sequence; raise :class:`InvalidSequence` naming ``record_id``."""
+    if _CLEAN.fullmatch(raw):
+        return NormalizedSequence(raw, 0)
     text = _WHITESPACE.sub("", raw)
     if not text:
         raise InvalidSequence(record_id, "the sequence is empty")
