@@ -21,15 +21,20 @@ class ModelCard(BaseModel):
     name: str
     task: Literal["promoter", "lncrna-localization"]
     variant: str
+    architecture: str = Field(
+        "dnabert2", description="dnabert2 (the default: cards without this field), dnabert1 (BERT over "
+        "overlapping k-mers) or onehot (CNN/GRU baselines over one-hot bases)")
     description: str = ""
     labels: list[str]
     activation: Literal["softmax", "sigmoid"]
     positive_index: int | None = Field(None, description="softmax column of the positive class")
     inputs: list[str]
     output: str
-    files: dict[str, str] = Field(description="role -> file name: graph, graph_fp16, graph_int8 (optional), tokenizer")
+    files: dict[str, str] = Field(description="role -> file name: graph, graph_fp16, graph_int8 (optional), "
+                                  "tokenizer (tokenizer.json for kind bpe, vocab.txt for kind kmer)")
     sha256: dict[str, str]
-    tokenization: dict[str, Any]
+    tokenization: dict[str, Any] = Field(description="kind (bpe, the default, or kmer with k and "
+                                         "special_tokens) and the truncation policy; see service.tokenization")
     backbone: dict[str, Any]
     head: dict[str, Any]
     training: dict[str, Any]

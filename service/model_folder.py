@@ -8,6 +8,7 @@ and match its sha256, and the graph's inputs and output must be the ones the car
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import onnxruntime as ort
 from service.card import CARD_FILE, ModelCard
 from service.errors import ModelArtifactError
 from service.sequence import normalize_sequence
-from service.tokenization import SequenceTokenizer, TruncationPolicy
+from service.tokenization import tokenizer_for_card
 
 
 def file_sha256(path: Path) -> str:
@@ -100,6 +101,19 @@ GRAPH_ROLES = {"fp32": "graph", "fp16": "graph_fp16", "int8": "graph_int8"}
 """Precision -> the card's ``files`` role of the graph that runs at that precision."""
 
 
+def serving_precision(folder: str | Path, wanted: str) -> str:
+    """The precision a folder is served at: ``wanted``, except that ``int8`` (an optional,
+    CPU-only graph that a model earns by its measured accuracy) falls back to ``fp32`` for a
+    folder whose card lists no int8 graph. fp32 and fp16 graphs are required."""
+    if wanted != "int8":
+        return wanted
+    try:
+        files = json.loads((Path(folder) / CARD_FILE).read_text()).get("files", {})
+    except (OSError, ValueError):
+        return wanted  # let OnnxModel report the broken card
+    return wanted if GRAPH_ROLES["int8"] in files else "fp32"
+
+
 class OnnxModel:
     """An exported classifier: card + tokenizer + ONNX Runtime session."""
 
@@ -118,9 +132,7 @@ class OnnxModel:
         if role not in self.card.files:
             raise ModelArtifactError(f"{self.folder}: the card lists no {role} file")
         self._check_files()
-        self.tokenizer = SequenceTokenizer.from_file(
-            self.folder / self.card.files["tokenizer"], TruncationPolicy(**self.card.tokenization)
-        )
+        self.tokenizer = tokenizer_for_card(self.folder, self.card)  # BPE or k-mer, per the card
         try:
             self.session = ort.InferenceSession(
                 str(self.folder / self.card.files[role]), sess_options=session_options,

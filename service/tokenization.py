@@ -8,6 +8,12 @@ is part of its card and is applied here, identically in training and serving:
   chosen end, before tokenization (iLoc-lncRNA-BERT keeps the last 2,292 nt: side ``left``
   drops the 5' start and keeps the 3' end);
 * ``max_tokens`` / ``truncation_side``: cut the token sequence, special tokens included.
+
+The card's ``tokenization`` entry says which tokenizer a model folder uses: ``kind`` ``"bpe"``
+(the default, so cards without ``kind`` load as before) reads ``tokenizer.json`` with
+:class:`SequenceTokenizer`; ``kind`` ``"kmer"`` (with ``k`` and ``special_tokens``) reads a
+DNABERT ``vocab.txt`` with :class:`service.kmer.KmerTokenizer`. :func:`tokenizer_for_card` builds
+either one, for the service and for training alike.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -39,8 +45,35 @@ class Encoded:
     truncated: bool
 
 
+class SequenceTokenizerLike(Protocol):
+    """What the service and training need from a tokenizer (BPE or k-mer)."""
+
+    kind: str
+    file_name: str
+    special_tokens: bool
+    policy: TruncationPolicy
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    unk_id: int
+    mask_id: int
+    vocab_size: int
+
+    def encode(self, sequences: Sequence[str]) -> list[Encoded]: ...
+
+    def pad(self, batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+    def card_tokenization(self) -> dict[str, Any]: ...
+
+
 class SequenceTokenizer:
     """A DNABERT-2 style tokenizer with a fixed truncation policy."""
+
+    kind = "bpe"
+    file_name = "tokenizer.json"
+    special_tokens = True
 
     def __init__(self, tokenizer: Tokenizer, policy: TruncationPolicy):
         if policy.max_tokens < 3:
@@ -70,6 +103,15 @@ class SequenceTokenizer:
     @property
     def backend(self) -> Tokenizer:
         return self._tok
+
+    def save(self, path: str | Path) -> None:
+        self._tok.save(str(path))
+
+    def card_tokenization(self) -> dict[str, Any]:
+        """The card's ``tokenization`` entry (no ``kind``: ``bpe`` is the default)."""
+        return {"max_tokens": self.policy.max_tokens, "truncation_side": self.policy.truncation_side,
+                "max_nucleotides": self.policy.max_nucleotides,
+                "nucleotide_truncation_side": self.policy.nucleotide_truncation_side}
 
     def _clip(self, seq: str) -> tuple[str, bool]:
         limit = self.policy.max_nucleotides
@@ -103,3 +145,55 @@ def pad_batch(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, 
         input_ids[row, : len(ids)] = ids
         attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask
+
+
+TOKENIZATION_KINDS = ("bpe", "kmer")
+_POLICY_KEYS = ("max_tokens", "truncation_side", "max_nucleotides", "nucleotide_truncation_side")
+_INFO_KEYS = ("note",)  # free text for people (e.g. why long input is cut); not interpreted
+
+
+def tokenizer_from_entry(path: str | Path, tokenization: dict[str, Any]) -> SequenceTokenizerLike:
+    """A tokenizer from a tokenizer file and a card's ``tokenization`` entry.
+
+    Raises ``ValueError`` naming what is wrong: an unknown ``kind`` or key, a ``k`` outside
+    1..6, a vocabulary that does not match ``k``.
+    """
+    entry = dict(tokenization)
+    kind = entry.pop("kind", "bpe")
+    if kind not in TOKENIZATION_KINDS:
+        raise ValueError(f"unknown tokenization kind {kind!r}; expected one of {', '.join(TOKENIZATION_KINDS)}")
+    k = entry.pop("k", None)
+    special = entry.pop("special_tokens", None)
+    for key in _INFO_KEYS:
+        entry.pop(key, None)
+    unknown = sorted(set(entry) - set(_POLICY_KEYS))
+    if unknown:
+        raise ValueError(f"unknown tokenization keys {unknown}")
+    policy = TruncationPolicy(**entry)
+    if kind == "bpe":
+        if k is not None or special is not None:
+            raise ValueError("'k' and 'special_tokens' belong to kind 'kmer', not 'bpe'")
+        return SequenceTokenizer.from_file(path, policy)
+    from service.kmer import KmerTokenizer
+
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise ValueError(f"kind 'kmer' needs an integer 'k' (1 to 6), got {k!r}")
+    return KmerTokenizer.from_file(path, k, True if special is None else bool(special), policy)
+
+
+def tokenizer_for_card(folder: str | Path, card) -> SequenceTokenizerLike:
+    """The tokenizer of an exported model folder, as its card describes it.
+
+    Problems are reported as :class:`service.errors.ModelArtifactError` naming the folder.
+    """
+    from service.errors import ModelArtifactError
+
+    folder = Path(folder)
+    name = card.files["tokenizer"]
+    try:
+        return tokenizer_from_entry(folder / name, card.tokenization)
+    except FileNotFoundError as exc:
+        raise ModelArtifactError(f"{folder}: tokenizer file {name} is missing") from exc
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception types
+        raise ModelArtifactError(f"{folder}: cannot build the tokenizer from {name} and the card's "
+                                 f"tokenization entry: {exc}") from exc
