@@ -97,6 +97,31 @@ class NotReady(DnabertError):
     http_status = 503
 
 
+class ModelUnavailable(DnabertError):
+    """The model exists but failed to load or warm up (only with ``allow_partial_start``)."""
+
+    code = "model_unavailable"
+    http_status = 503
+
+
+class Unauthorized(DnabertError):
+    """An API key is configured and the request has no valid ``Authorization: Bearer`` key."""
+
+    code = "unauthorized"
+    http_status = 401
+
+    def __init__(self, message: str, *, token_given: bool = False):
+        self.token_given = token_given
+        super().__init__(message)
+
+
+class ClientClosed(DnabertError):
+    """The client went away before the answer was ready; nobody reads this response."""
+
+    code = "client_closed_request"
+    http_status = 499
+
+
 class ModelArtifactError(DnabertError):
     """A model folder is missing a file, or a file does not match its card."""
 

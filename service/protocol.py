@@ -17,7 +17,9 @@ class SequenceIn(BaseModel):
 class PredictRequest(BaseModel):
     """JSON body for programmatic clients (FASTA uploads are the other accepted forms)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"sequences": [
+        {"id": "seq1", "sequence": "TTGACAGCTAGCTCAGTCCTAGGTATAATGCTAGC"},
+        {"id": "seq2", "sequence": "acgttgcaacgtnnacguugca"}]}]})
 
     sequences: list[SequenceIn] = Field(min_length=1)
 
@@ -87,6 +89,7 @@ class ModelInfo(BaseModel):
     precision: str
     ready: bool
     card: dict
+    error: str | None = Field(None, description="why the model is not served (failed to load or warm up)")
 
 
 class ModelsResponse(BaseModel):
@@ -96,5 +99,9 @@ class ModelsResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "ready", "not_ready"]
-    detail: dict[str, bool] | None = None
+    status: Literal["ok", "ready", "degraded", "not_ready"] = Field(
+        description="ready: every model serves; degraded: some models failed at start-up (allow_partial_start) "
+                    "but the others, the default promoter model among them, serve; not_ready: starting, "
+                    "stopping, or the default promoter model is not available")
+    detail: dict[str, bool] | None = Field(None, description="task/name -> whether the model serves")
+    errors: dict[str, str] | None = Field(None, description="task/name -> why it does not serve")

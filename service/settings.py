@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_models_dir() -> Path:
@@ -43,6 +44,9 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     batch_window: int = Field(1024, ge=1, description="queued sequences sorted by length when cutting a batch")
     max_queue: int = Field(20000, ge=1, description="queued sequences per model before 429")
+    max_requests_in_flight: int = Field(
+        128, ge=1, description="prediction requests being read, parsed, queued or run at once; beyond it "
+                               "429 before the body is read (with max_upload_bytes, a bound on memory)")
     request_timeout_s: float = Field(60.0, gt=0.0)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="after gzip decompression")
     max_records: int = Field(20000, ge=1, description="records per request")
@@ -50,6 +54,35 @@ class Settings(BaseSettings):
     tokenizer_threads: int = Field(2, ge=1, description="threads for parsing and tokenization")
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
+    # -- security and fault tolerance -----------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None, description="when set, /predict/* and /models need 'Authorization: Bearer <key>' "
+                          "(health, readiness, metrics and the API docs stay open)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description='origins allowed by CORS, as JSON (["https://a.example"]) or comma-separated; '
+                    "empty: no CORS headers at all")
+    allow_partial_start: bool = Field(
+        False, description="false: any broken model folder stops start-up; true: broken folders are "
+                           "logged, skipped and reported by /readyz and /models, the others serve")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, value):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                value = json.loads(text)
+            else:
+                value = [o for o in (part.strip() for part in text.split(",")) if o]
+        return value
 
     @field_validator("lncrna_thresholds")
     @classmethod
