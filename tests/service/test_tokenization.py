@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,3 +59,25 @@ def test_pad_batch_right_pads_with_mask():
     assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
     with pytest.raises(ValueError):
         pad_batch([], 3)
+
+
+@pytest.mark.parametrize("policy", [
+    TruncationPolicy(),
+    TruncationPolicy(max_tokens=40, truncation_side="left"),
+    TruncationPolicy(max_tokens=40, truncation_side="right"),
+    TruncationPolicy(max_tokens=482, max_nucleotides=2292),
+    TruncationPolicy(max_tokens=3),
+])
+def test_the_bare_bpe_path_gives_the_ids_of_the_full_pipeline(policy):
+    """encode() skips the pre-tokenizer, template and truncation stages of the tokenizers
+    pipeline and applies them itself; the ids and truncation flags must be the same."""
+    path = Path(__file__).resolve().parents[2] / "models" / "promoter" / "base" / "tokenizer.json"
+    rng = random.Random(0)
+    seqs = ["".join(rng.choice("ACGTN" if i % 3 == 0 else "ACGT") for _ in range(rng.randint(1, 3000)))
+            for i in range(200)]
+    tok = SequenceTokenizer.from_file(path, policy)
+    assert tok._core is not None
+    fast = [(e.ids, e.truncated) for e in tok.encode(seqs)]
+    tok._core = None
+    assert fast == [(e.ids, e.truncated) for e in tok.encode(seqs)]
+    assert any(t for _, t in fast) == (policy.max_tokens < 600 or policy.max_nucleotides is not None)
