@@ -49,23 +49,26 @@ def timed(fn, min_seconds: float, min_iters: int = 3) -> float:
 
 # --------------------------------------------------------------------------------------------
 def bench_raw_onnx(models_dir: Path, batch_sizes: list[int], seconds: float, threads: int) -> list[dict]:
+    from service.card import ModelCard
     from service.model_folder import OnnxModel, session_options
 
     rows = []
     for folder in sorted(models_dir.glob("*/*/card.json")):
-        model = OnnxModel(folder.parent, session_options=session_options(threads))
-        lnc = model.card.task == "lncrna-localization"
-        length = 2292 if lnc else 300
-        seqs = random_dna(max(batch_sizes), length, seed=1)
-        tokens = [e.ids for e in model.tokenizer.encode(seqs)]
-        for bs in batch_sizes:
-            ids, mask = model.tokenizer.pad(tokens[:bs])
-            per_call = timed(lambda ids=ids, mask=mask, model=model: model.run(ids, mask), seconds)
-            rows.append({"model": f"{model.card.task}/{model.card.name}", "input_nt": length, "batch": bs,
-                         "tokens": int(ids.shape[1]), "sequences_per_s": bs / per_call,
-                         "latency_ms": 1000 * per_call})
-            print(f"  raw onnx {rows[-1]['model']:36s} {length:5d} nt batch {bs:4d}: "
-                  f"{rows[-1]['sequences_per_s']:9.1f} seq/s", flush=True)
+        card = ModelCard.load(folder.parent)
+        for precision in ["fp32"] + (["int8"] if "graph_int8" in card.files else []):
+            model = OnnxModel(folder.parent, precision=precision, session_options=session_options(threads))
+            lnc = model.card.task == "lncrna-localization"
+            length = 2292 if lnc else 300
+            seqs = random_dna(max(batch_sizes), length, seed=1)
+            tokens = [e.ids for e in model.tokenizer.encode(seqs)]
+            for bs in batch_sizes:
+                ids, mask = model.tokenizer.pad(tokens[:bs])
+                per_call = timed(lambda ids=ids, mask=mask, model=model: model.run(ids, mask), seconds)
+                rows.append({"model": f"{model.card.task}/{model.card.name}", "precision": precision,
+                             "input_nt": length, "batch": bs, "tokens": int(ids.shape[1]),
+                             "sequences_per_s": bs / per_call, "latency_ms": 1000 * per_call})
+                print(f"  raw onnx {rows[-1]['model']:36s} {precision} {length:5d} nt batch {bs:4d}: "
+                      f"{rows[-1]['sequences_per_s']:9.1f} seq/s", flush=True)
     return rows
 
 
@@ -244,17 +247,24 @@ def report_md(r: dict) -> str:
              "| figure | value | target |", "|---|---|---|"]
     for k, v in r["summary"].items():
         lines.append(f"| {k} | {v['value']} | {v.get('target', '')} |")
-    lines += ["", "## Raw ONNX Runtime (in process)", "", "| model | input | batch | tokens | sequences/s | latency ms |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "## Raw ONNX Runtime (in process)", "",
+              "| model | precision | input | batch | tokens | sequences/s | latency ms |", "|---|---|---|---|---|---|---|"]
     for x in r["raw_onnx"]:
-        lines.append(f"| {x['model']} | {x['input_nt']} nt | {x['batch']} | {x['tokens']} | {x['sequences_per_s']:.1f} | {x['latency_ms']:.2f} |")
+        lines.append(f"| {x['model']} | {x.get('precision', 'fp32')} | {x['input_nt']} nt | {x['batch']} | {x['tokens']} "
+                     f"| {x['sequences_per_s']:.1f} | {x['latency_ms']:.2f} |")
+    for key in ("service", "service_int8"):
+        if key not in r:
+            continue
+        s = r[key]
+        lines += ["", f"## Service end to end ({s['model']}, {s.get('precision', 'fp32')}, load generator in a "
+                  "separate process)", "",
+                  "| records/request | clients | sequences/s | requests/s | p50 ms | p95 ms | p99 ms | statuses |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for x in s["loads"]:
+            lines.append(f"| {x['records_per_request']} | {x['clients']} | {x['sequences_per_s']:.1f} "
+                         f"| {x['requests_per_s']:.1f} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | {x['p99_ms']:.1f} "
+                         f"| {x['statuses']} |")
     s = r["service"]
-    lines += ["", f"## Service end to end ({s['model']}, load generator in a separate process)", "",
-              "| records/request | clients | sequences/s | requests/s | p50 ms | p95 ms | p99 ms | statuses |",
-              "|---|---|---|---|---|---|---|---|"]
-    for x in s["loads"]:
-        lines.append(f"| {x['records_per_request']} | {x['clients']} | {x['sequences_per_s']:.1f} | {x['requests_per_s']:.1f} "
-                     f"| {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | {x['p99_ms']:.1f} | {x['statuses']} |")
     i = s["idle"]
     lines += ["", f"Idle single-sequence latency: p50 {i['p50_ms']:.1f} ms (min {i['min_ms']:.1f}); of it, "
               f"batcher queue wait {i['queue_wait_ms']:.2f} ms, ONNX Runtime {i['inference_ms']:.2f} ms, "
@@ -288,13 +298,30 @@ def main(argv: list[str] | None = None) -> int:
     r["torch_eager"] = bench_torch_eager(models, a.model, 20 if quick else 300, Path(a.runs))
     print("service", flush=True)
     loads = [(10, 4)] if quick else [(1, 16), (10, 16), (100, 8), (1000, 2)]
+    threads = {"DNABERT_INTRA_OP_THREADS": str(a.threads)} if a.threads else {}
     r["service"] = bench_service(models, a.model, loads, 2 if quick else 15, 10 if quick else 100,
-                                 {"DNABERT_INTRA_OP_THREADS": str(a.threads)} if a.threads else {})
-    best_raw = max(x["sequences_per_s"] for x in r["raw_onnx"] if x["model"] == f"promoter/{a.model}")
-    best_service = max(x["sequences_per_s"] for x in r["service"]["loads"])
+                                 {**threads, "DNABERT_PRECISION": "fp32"})
+    r["service"]["precision"] = "fp32"
+    has_int8 = any(x["model"] == f"promoter/{a.model}" and x["precision"] == "int8" for x in r["raw_onnx"])
+    if has_int8:
+        print("service (int8)", flush=True)
+        r["service_int8"] = bench_service(models, a.model, loads, 2 if quick else 15, 10 if quick else 100,
+                                          {**threads, "DNABERT_PRECISION": "int8"})
+        r["service_int8"]["precision"] = "int8"
+    summary: dict = {}
+    eager = r["torch_eager"]["sequences_per_s"]
+    for precision, key in (("fp32", "service"), ("int8", "service_int8")):
+        if key not in r:
+            continue
+        best_raw = max(x["sequences_per_s"] for x in r["raw_onnx"]
+                       if x["model"] == f"promoter/{a.model}" and x["precision"] == precision)
+        best_service = max(x["sequences_per_s"] for x in r[key]["loads"])
+        summary[f"service / best raw ONNX Runtime (same model, {precision})"] = {
+            "value": f"{best_service / best_raw:.0%} ({best_service:.0f} / {best_raw:.0f} seq/s)", "target": ">= 85%"}
+        summary[f"service ({precision}) / PyTorch eager per sequence"] = {
+            "value": f"{best_service / eager:.1f}x ({best_service:.0f} / {eager:.0f} seq/s)", "target": ">= 10x"}
     r["summary"] = {
-        "service / best raw ONNX Runtime (same model)": {"value": f"{best_service / best_raw:.0%} ({best_service:.0f} / {best_raw:.0f} seq/s)", "target": ">= 85%"},
-        "service / PyTorch eager per sequence": {"value": f"{best_service / r['torch_eager']['sequences_per_s']:.1f}x", "target": ">= 10x"},
+        **summary,
         "FASTA parsing + tokenization": {"value": f"{r['front_end']['parse_normalise_tokenize_per_s']:,.0f} seq/s", "target": ">= 50,000 seq/s"},
         "idle single-sequence latency (p50)": {"value": f"{r['service']['idle']['p50_ms']:.1f} ms", "target": "reported"},
     }

@@ -1,0 +1,65 @@
+"""int8 graphs: written into a model folder, listed in the card, measured against fp32, served."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.card import ModelCard
+from service.model_folder import OnnxModel, file_sha256, serving_precision
+from service.tokenization import SequenceTokenizer, TruncationPolicy
+from training.data import Example
+from training.export import export_model_folder
+from training.quantize import INT8_FILE, add_int8
+from training.tokenizer import train_bpe_tokenizer
+
+from .test_models import make_model
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 120)) for _ in range(40)]
+    tok = SequenceTokenizer(train_bpe_tokenizer(seqs, vocab_size=64), TruncationPolicy(max_tokens=128))
+    out = tmp_path_factory.mktemp("quant") / "base"
+    export_model_folder(make_model("base"), tok, out, name="base", task="promoter",
+                        labels=["non_promoter", "promoter"], training={}, metrics={}, fp16=False)
+    examples = [Example(str(i), s, i % 2) for i, s in enumerate(seqs)]
+    figures = add_int8(out, examples, speed_seconds=0)
+    return out, figures, seqs
+
+
+def test_int8_graph_is_listed_in_the_card_with_its_checksum_and_figures(folder):
+    out, figures, _ = folder
+    card = ModelCard.load(out)
+    assert card.files["graph_int8"] == INT8_FILE
+    assert card.sha256[INT8_FILE] == file_sha256(out / INT8_FILE)
+    assert card.export["int8"]["op_types"] == ["MatMul", "Gemm"]
+    assert card.export["int8"]["test_sequences"] == 40
+    assert {"test_metrics_fp32", "test_metrics_int8"} <= set(card.export["int8"])
+    assert figures["max_abs_diff_scores_vs_fp32"] == card.export["int8"]["max_abs_diff_scores_vs_fp32"]
+
+
+def test_int8_graph_runs_quantized_operators_and_stays_close_to_fp32(folder):
+    out, figures, seqs = folder
+    int8 = OnnxModel(out, precision="int8")
+    fp32 = OnnxModel(out, precision="fp32")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / INT8_FILE)).graph.node}
+    assert "DynamicQuantizeLinear" in ops or "DynamicQuantizeMatMul" in ops or "MatMulInteger" in ops
+    diff = np.abs(int8.predict(seqs).scores - fp32.predict(seqs).scores)
+    assert diff.max() == pytest.approx(figures["max_abs_diff_scores_vs_fp32"], abs=1e-6)
+    assert 0 < diff.max() < 0.05
+
+
+def test_serving_precision_falls_back_to_fp32_only_for_a_missing_int8_graph(folder, tmp_path):
+    out, _, _ = folder
+    assert serving_precision(out, "int8") == "int8"
+    card = ModelCard.load(out)
+    del card.files["graph_int8"]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "card.json").write_text(card.model_dump_json())
+    assert serving_precision(plain, "int8") == "fp32"
+    assert serving_precision(plain, "fp16") == "fp16"  # required graphs never fall back
