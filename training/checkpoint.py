@@ -1,22 +1,24 @@
 """Saving and loading trained classifiers (run folders) and building them from checkpoints.
 
-A run folder holds ``model.safetensors`` (``bert.*`` + ``head.*``), ``tokenizer.json`` and
-``classifier.json`` (task, variant, labels, backbone config, truncation policy), which is all
-that is needed to rebuild the model (nanoGPT-style: the checkpoint carries its own arguments).
+A run folder holds ``model.safetensors`` (``bert.*`` + ``head.*``), the tokenizer file
+(``tokenizer.json`` for BPE, ``vocab.txt`` for k-mers) and ``classifier.json`` (task,
+architecture, variant, labels, backbone config, tokenization), which is all that is needed to
+rebuild the model (nanoGPT-style: the checkpoint carries its own arguments). Run folders written
+before the DNABERT (v1) and one-hot architectures existed have no ``architecture`` and load as
+DNABERT-2.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from service.tokenization import SequenceTokenizer, TruncationPolicy
-from training.dnabert2 import DnaBertConfig
-from training.models import SequenceClassifier
+from service.tokenization import SequenceTokenizerLike, TruncationPolicy, tokenizer_from_entry
+from training.architectures import DNABERT2, architecture, build_classifier
 
 TASK_PROMOTER = "promoter"
 TASK_LNCRNA = "lncrna-localization"
@@ -31,34 +33,35 @@ def default_policy(task: str) -> TruncationPolicy:
     return TruncationPolicy(512, "right", None, "left")
 
 
-def save_classifier(model: SequenceClassifier, tokenizer: SequenceTokenizer, out: Path,
+def save_classifier(model: nn.Module, tokenizer: SequenceTokenizerLike, out: Path,
                     task: str, labels: list[str], extra: dict[str, Any] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    tokenizer.backend.save(str(out / "tokenizer.json"))
+    tokenizer.save(out / tokenizer.file_name)
     meta = {
         "task": task,
+        "architecture": architecture(model),
         "variant": model.variant,
         "labels": labels,
         "head_dropout": model.head_dropout,
         "backbone": model.config.to_dict(),
-        "tokenization": asdict(tokenizer.policy),
+        "tokenizer_file": tokenizer.file_name,
+        "tokenization": tokenizer.card_tokenization(),
         **(extra or {}),
     }
     (out / "classifier.json").write_text(json.dumps(meta, indent=2))
     return out
 
 
-def load_classifier(directory: str | Path) -> tuple[SequenceClassifier, SequenceTokenizer, dict]:
+def load_classifier(directory: str | Path) -> tuple[nn.Module, SequenceTokenizerLike, dict]:
     directory = Path(directory)
     meta = json.loads((directory / "classifier.json").read_text())
-    model = SequenceClassifier(DnaBertConfig.from_dict(meta["backbone"]), meta["variant"],
-                               meta.get("head_dropout", 0.1))
+    model = build_classifier(meta.get("architecture", DNABERT2), meta["backbone"], meta["variant"],
+                             meta.get("head_dropout", 0.1))
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
     model.eval()
-    tok = SequenceTokenizer.from_file(directory / "tokenizer.json",
-                                      TruncationPolicy(**meta["tokenization"]))
+    tok = tokenizer_from_entry(directory / meta.get("tokenizer_file", "tokenizer.json"), meta["tokenization"])
     return model, tok, meta
 
 

@@ -6,9 +6,17 @@ Sub-commands::
     dnabert-train tokenizer --out tokenizer.json
     dnabert-train pretrain --tokenizer tokenizer.json --out DIR [--preset small] [--steps N]
     dnabert-train train --task promoter --variant cnn [--data promoter_300bp | --train F ...]
+    dnabert-train train --variant dnabert1_linear1 [--kmer 6] [--init-from DNA_bert_6]
+    dnabert-train train --variant onehot_cnn_gru --export models/promoter/onehot_cnn_gru
     dnabert-train evaluate --model DIR --data FILE
     dnabert-train export --run RUN/model --out models/promoter/cnn
     dnabert-train embedded [--models models] [--runs runs/embedded]
+    dnabert-train synth --length 300 --n 2000 --seed 0 --out DIR
+    dnabert-train compare [--models models] [--runs runs/compare] [--output docs/comparison.md]
+
+Variants: DNABERT-2 base, cnn, bilstm, cnn_bilstm_max, cnn_bilstm_avg, lncrna; DNABERT (v1,
+k-mers) dnabert1_linear1, dnabert1_linear2; one-hot baselines onehot_cnn_gru, onehot_cnn,
+onehot_gru.
 """
 
 from __future__ import annotations
@@ -123,24 +131,94 @@ def _tokenizer_and_backbone(args, task: str, data):
     return tok, config
 
 
+# Learning rates when --lr / --head-lr are not given: (backbone, head).
+DEFAULT_LR = {"dnabert2": (5e-4, 1e-3), "dnabert1": (1e-3, 1e-3), "dnabert1-pretrained": (5e-5, 1e-3),
+              "onehot": (2e-3, 2e-3)}
+
+
+def _dnabert1_model(args):
+    """A DNABERT (v1) classifier and its k-mer tokenizer: from a checkpoint directory (a user's
+    DNA_bert_6 or a run's model/ folder) or from a preset."""
+    from training.dnabert1 import (
+        MAX_TOKENS,
+        Dnabert1Classifier,
+        default_policy,
+        load_encoder_state,
+        make_tokenizer,
+        preset,
+    )
+
+    max_tokens = args.max_tokens or MAX_TOKENS
+    if args.init_from and (Path(args.init_from) / "classifier.json").is_file():
+        from safetensors.torch import load_file
+
+        from training.dnabert1 import Dnabert1Config
+
+        ckpt = Path(args.init_from)
+        meta = json.loads((ckpt / "classifier.json").read_text())
+        config = Dnabert1Config.from_dict(meta["backbone"])
+        model = Dnabert1Classifier(config, args.variant, args.head_dropout)
+        info = {"init_from": str(ckpt), "k": config.k,
+                **load_encoder_state(model, load_file(str(ckpt / "model.safetensors")))}
+        tok = make_tokenizer(config.k, ckpt / "vocab.txt", default_policy(max_tokens))
+    elif args.init_from:
+        from training.dnabert1 import load_pretrained
+
+        model, tok, info = load_pretrained(args.init_from, args.variant, args.head_dropout, default_policy(max_tokens))
+        config = model.config
+    else:
+        config = preset(args.preset, args.kmer)
+        model = Dnabert1Classifier(config, args.variant, args.head_dropout)
+        tok = make_tokenizer(config.k, policy=default_policy(max_tokens))
+        info = {"init_from": None, "k": config.k}
+    if max_tokens > config.max_position_embeddings:
+        raise ValueError(f"--max-tokens {max_tokens} is more than the model's "
+                         f"{config.max_position_embeddings} position embeddings")
+    return model, tok, {**info, "preset": None if args.init_from else args.preset}
+
+
+def _onehot_model(args):
+    from training.baselines import MAX_TOKENS, build_baseline, config_for, make_tokenizer
+
+    if args.init_from:
+        raise ValueError("the one-hot baselines train from scratch; --init-from is for DNABERT checkpoints")
+    tok = make_tokenizer(args.max_tokens or MAX_TOKENS)
+    model = build_baseline(config_for(tok, args.preset), args.variant, args.head_dropout)
+    return model, tok, {"init_from": None, "preset": args.preset}
+
+
 def cmd_train(args) -> int:
+    from training.architectures import DNABERT1, DNABERT2, architecture_of, tokenization_note
     from training.checkpoint import load_classifier
     from training.export import export_model_folder
     from training.train import TrainConfig, build_model, labels_for, seed_everything, train_classifier
 
     task = args.task
     variant = args.variant or ("lncrna" if task == TASK_LNCRNA else "base")
+    arch = architecture_of(variant)
+    if arch != DNABERT2 and task != TASK_PROMOTER:
+        raise ValueError(f"{variant} is a promoter (two-class) model; --task {task} needs a DNABERT-2 variant")
+    args.variant = variant
     seed_everything(args.seed)
     data = _load_data(args, task)
-    tok, config = _tokenizer_and_backbone(args, task, data)
-    model, initialised = build_model(config, variant, args.head_dropout,
-                                     Path(args.init_from) if args.init_from else None)
+    if arch == DNABERT2:
+        tok, config = _tokenizer_and_backbone(args, task, data)
+        model, initialised = build_model(config, variant, args.head_dropout,
+                                         Path(args.init_from) if args.init_from else None)
+        extra = {"init_from": args.init_from, "pooler_initialised": initialised,
+                 "preset": None if args.init_from else args.preset}
+    elif arch == DNABERT1:
+        model, tok, extra = _dnabert1_model(args)
+    else:
+        model, tok, extra = _onehot_model(args)
+    lr_key = "dnabert1-pretrained" if arch == DNABERT1 and args.init_from else arch
+    lr = args.lr if args.lr is not None else DEFAULT_LR[lr_key][0]
+    head_lr = args.head_lr if args.head_lr is not None else DEFAULT_LR[lr_key][1]
     cfg = TrainConfig(task=task, variant=variant, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, head_lr=args.head_lr, patience=args.patience,
+                      lr=lr, head_lr=head_lr, patience=args.patience,
                       eval_every=args.eval_every, max_minutes=args.max_minutes, seed=args.seed,
                       head_dropout=args.head_dropout, threads=args.threads,
-                      extra={"init_from": args.init_from, "pooler_initialised": initialised,
-                             "preset": None if args.init_from else args.preset})
+                      extra={"architecture": arch, **extra})
     run_dir = Path(args.run_dir or f"runs/{task}-{variant}-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = train_classifier(model, tok, data, cfg, run_dir)
     print(_json({"run_dir": str(run_dir), **summary}))
@@ -149,13 +227,14 @@ def cmd_train(args) -> int:
         card = export_model_folder(
             model, tok, Path(args.export), name=args.name or variant, task=task,
             labels=labels_for(task), training=meta["training"], metrics=meta["metrics"],
-            fp16=not args.no_fp16)
+            fp16=not args.no_fp16, tokenization_note=tokenization_note(arch))
         print(f"exported {args.export} (ONNX vs PyTorch max abs diff "
               f"{card.export['parity_vs_pytorch']['max_abs_diff']:.2e})")
     return 0
 
 
 def cmd_export(args) -> int:
+    from training.architectures import architecture, tokenization_note
     from training.checkpoint import load_classifier
     from training.export import export_model_folder
     from training.train import labels_for
@@ -164,7 +243,8 @@ def cmd_export(args) -> int:
     card = export_model_folder(model, tok, Path(args.out), name=args.name or meta["variant"],
                                task=meta["task"], labels=labels_for(meta["task"]),
                                training=meta.get("training", {}), metrics=meta.get("metrics", {}),
-                               fp16=not args.no_fp16, description=args.description)
+                               fp16=not args.no_fp16, description=args.description,
+                               tokenization_note=tokenization_note(architecture(model)))
     print(_json({"out": args.out, "files": card.files, "parity": card.export["parity_vs_pytorch"]["max_abs_diff"],
                  "fp16": card.export["fp16"]}))
     return 0
@@ -187,10 +267,37 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from training.quantize import quantize_models
+
+    figures = quantize_models(Path(args.models), op_types=args.op_types, speed_seconds=args.speed_seconds,
+                              only=args.only)
+    print(_json(figures))
+    return 0
+
+
 def cmd_embedded(args) -> int:
     from training.embedded import build_embedded
 
     build_embedded(Path(args.models), Path(args.runs), only=args.only, quick=args.quick)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from training.synth import write_synthetic
+
+    info = write_synthetic(Path(args.out), length=args.length, n=args.n, seed=args.seed,
+                           dev_fraction=args.dev_fraction, test_fraction=args.test_fraction)
+    print(_json(info))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from training.compare import run_compare
+
+    run_compare(Path(args.models), Path(args.runs), Path(args.output), only=args.only, quick=args.quick,
+                retrain_dnabert2=args.retrain_dnabert2, export=not args.no_export,
+                threads=args.threads)
     return 0
 
 
@@ -224,22 +331,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="fine-tune one classifier (and optionally export it)")
     s.add_argument("--task", choices=TASKS, default=TASK_PROMOTER)
-    s.add_argument("--variant", help="base, cnn, bilstm, cnn_bilstm_max, cnn_bilstm_avg (promoter) or lncrna")
+    s.add_argument("--variant", help="DNABERT-2: base, cnn, bilstm, cnn_bilstm_max, cnn_bilstm_avg (promoter) "
+                                     "or lncrna; DNABERT (v1): dnabert1_linear1, dnabert1_linear2; one-hot "
+                                     "baselines: onehot_cnn_gru, onehot_cnn, onehot_gru (promoter)")
     s.add_argument("--train", help="CSV (sequence,label) or labelled FASTA; default: the shared data set of the task")
     s.add_argument("--dev")
     s.add_argument("--test")
     s.add_argument("--limit", type=int, help="use at most N examples per split (smoke runs)")
     s.add_argument("--init-from", help="DNABERT-2 checkpoint directory (config.json, tokenizer.json, weights), "
-                                       "or a fine-tuned run's model/ folder whose backbone to start from")
-    s.add_argument("--preset", default="small", help="backbone size without --init-from: small, tiny, dnabert2-117m")
+                                       "a DNABERT (v1) one such as DNA_bert_6 (config.json, vocab.txt, weights) "
+                                       "for dnabert1_*, or a fine-tuned run's model/ folder whose backbone to start from")
+    s.add_argument("--preset", default="small", help="size without --init-from: small or tiny; also dnabert2-117m "
+                                                     "(DNABERT-2) and dnabert-6 (DNABERT v1, 768/12/12)")
+    s.add_argument("--kmer", type=int, default=6, choices=(3, 4, 5, 6), help="k of a DNABERT (v1) model from a preset")
     s.add_argument("--tokenizer", help="tokenizer.json to use without --init-from (else one is trained)")
     s.add_argument("--vocab-size", type=int, default=4096)
     s.add_argument("--max-tokens", type=int)
     s.add_argument("--epochs", type=int, default=8)
     s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--lr", type=float, default=5e-4)
-    s.add_argument("--head-lr", type=float, default=1e-3)
-    s.add_argument("--head-dropout", type=float, default=0.1)
+    s.add_argument("--lr", type=float, help="backbone learning rate; default 5e-4 (DNABERT-2), 1e-3 (DNABERT v1 "
+                                            "from a preset, 5e-5 from a checkpoint), 2e-3 (one-hot baselines)")
+    s.add_argument("--head-lr", type=float, help="head learning rate; default 1e-3 (2e-3 for the baselines)")
+    s.add_argument("--head-dropout", type=float, default=0.1)  # the baselines: 0.2 in compare
     s.add_argument("--patience", type=int, default=3)
     s.add_argument("--eval-every", type=int, default=0)
     s.add_argument("--max-minutes", type=float)
@@ -270,12 +383,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="also write it to this file (e.g. models/README.md)")
     s.set_defaults(func=cmd_report)
 
+    s = sub.add_parser("quantize", help="add int8 graphs (CPU) to exported model folders, measured vs fp32 on test data")
+    s.add_argument("--models", default="models")
+    s.add_argument("--op-types", nargs="+", default=["MatMul", "Gemm"],
+                   help="operators to quantize (LSTM and Conv lose accuracy or speed; see training/quantize.py)")
+    s.add_argument("--speed-seconds", type=float, default=2.0, help="0 skips the fp32/int8 speed check")
+    s.add_argument("--only", nargs="*", help="task/name folders, e.g. promoter/cnn_bilstm_max (default: all)")
+    s.set_defaults(func=cmd_quantize)
+
     s = sub.add_parser("embedded", help="reproduce the embedded default models in models/")
     s.add_argument("--models", default="models")
     s.add_argument("--runs", default="runs/embedded")
     s.add_argument("--only", nargs="*", help="variants to (re)build; default all six")
     s.add_argument("--quick", action="store_true", help="a seconds-long smoke version (tiny preset, few examples)")
     s.set_defaults(func=cmd_embedded)
+
+    s = sub.add_parser("synth", help="synthetic TATA-box data: train.csv, dev.csv, test.csv (no external data)")
+    s.add_argument("--length", type=int, default=300)
+    s.add_argument("--n", type=int, default=2000, help="number of sequences in all (half contain TATAAA)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--dev-fraction", type=float, default=0.1)
+    s.add_argument("--test-fraction", type=float, default=0.1, help="0 writes no test.csv")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("compare", help="train DNABERT (v1) and the baselines on the 300 bp split; one table "
+                                       "with the DNABERT-2 models")
+    s.add_argument("--models", default="models")
+    s.add_argument("--runs", default="runs/compare")
+    s.add_argument("--output", default="docs/comparison.md")
+    s.add_argument("--only", nargs="*", help="variants to (re)train; default all five")
+    s.add_argument("--retrain-dnabert2", action="store_true",
+                   help="also rebuild the five DNABERT-2 promoter models (dnabert-train embedded; ~75 min)")
+    s.add_argument("--no-export", action="store_true", help="do not export the trained models into --models")
+    s.add_argument("--threads", type=int, help="ONNX Runtime threads for the throughput column (default: all)")
+    s.add_argument("--quick", action="store_true", help="a seconds-long smoke version (tiny presets, few examples)")
+    s.set_defaults(func=cmd_compare)
     return p
 
 

@@ -45,7 +45,7 @@ DESCRIPTIONS = {
 def _train_args(**kw) -> SimpleNamespace:
     base = dict(train=None, dev=None, test=None, limit=None, init_from=None, preset="small",
                 tokenizer=None, vocab_size=4096, max_tokens=None, seed=42, threads=None,
-                run_dir=None, export=None, name=None, no_fp16=False)
+                run_dir=None, export=None, name=None, no_fp16=False, kmer=6)
     base.update(kw)
     return SimpleNamespace(**base)
 

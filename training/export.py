@@ -5,7 +5,10 @@ A model folder (``models/<task>/<name>/``) is all the service needs:
 * ``model.onnx`` — fp32 graph, inputs ``input_ids``/``attention_mask`` (int64, dynamic batch
   and sequence axes), output ``logits``;
 * ``model.fp16.onnx`` — the same model in fp16 (int64 inputs, fp32 logits), for GPUs;
-* ``tokenizer.json`` and ``card.json`` (see :class:`service.card.ModelCard`).
+* the tokenizer file (``tokenizer.json`` for DNABERT-2's BPE, ``vocab.txt`` for k-mers and the
+  one-hot baselines) and ``card.json`` (see :class:`service.card.ModelCard`).
+
+Every architecture of :mod:`training.architectures` exports the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import platform
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,9 @@ import torch
 
 from service.card import ModelCard
 from service.model_folder import file_sha256
-from service.tokenization import SequenceTokenizer
-from training.models import LNCRNA_VARIANT, SequenceClassifier
+from service.tokenization import SequenceTokenizerLike
+from training.architectures import architecture
+from training.models import LNCRNA_VARIANT
 
 OPSET = 18
 INPUT_NAMES = ["input_ids", "attention_mask"]
@@ -41,9 +44,10 @@ class ExportParityError(RuntimeError):
 class _HalfPrecision(torch.nn.Module):
     """fp16 weights and compute, int64 inputs, fp32 logits out."""
 
-    def __init__(self, model: SequenceClassifier):
+    def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = copy.deepcopy(model).half().eval()
+        self.config = model.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, attention_mask).float()
@@ -52,7 +56,7 @@ class _HalfPrecision(torch.nn.Module):
 def export_graph(model: torch.nn.Module, path: Path, opset: int = OPSET) -> Path:
     """One ONNX graph with dynamic batch and sequence axes, weights embedded."""
     model.eval()
-    vocab = next(m for m in model.modules() if isinstance(m, SequenceClassifier)).config.vocab_size
+    vocab = model.config.vocab_size
     ids = torch.randint(5, vocab, (2, 16))
     mask = torch.ones_like(ids)
     mask[1, 9:] = 0
@@ -74,26 +78,34 @@ def export_graph(model: torch.nn.Module, path: Path, opset: int = OPSET) -> Path
     return path
 
 
-def export_fp16(model: SequenceClassifier, path: Path, opset: int = OPSET) -> Path:
+def export_fp16(model: torch.nn.Module, path: Path, opset: int = OPSET) -> Path:
     """The same graph exported from the model cast to fp16 (fp32 logits out)."""
     return export_graph(_HalfPrecision(model), path, opset)
 
 
-def verification_batches(tok: SequenceTokenizer, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Random token batches of several sizes and lengths, with ragged padding."""
+def verification_batches(tok: SequenceTokenizerLike, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Random token batches of several sizes and lengths, with ragged padding.
+
+    Rows are ``[CLS] ... [SEP]`` for tokenizers with special tokens and bare ids otherwise
+    (the one-hot baselines); k-mer rows also hold some ``[UNK]`` (k-mers with N).
+    """
     rng = np.random.default_rng(seed)
+    specials = 2 if tok.special_tokens else 0
     out = []
     for batch, length in ((1, 3), (1, 64), (4, 37), (8, 128), (3, min(tok.policy.max_tokens, 520))):
         rows = []
         for b in range(batch):
             n = length if b == 0 else int(rng.integers(2, length + 1))
-            body = rng.integers(5, tok.vocab_size, n - 2).tolist()
-            rows.append([tok.cls_id, *body, tok.sep_id])
+            body = rng.integers(5, tok.vocab_size, n - specials)
+            if tok.kind == "kmer":
+                body[rng.random(len(body)) < 0.05] = tok.unk_id
+            body = body.tolist()
+            rows.append([tok.cls_id, *body, tok.sep_id] if specials else body)
         out.append(tok.pad(rows))
     return out
 
 
-def verify(model: SequenceClassifier, graph: Path, tok: SequenceTokenizer,
+def verify(model: torch.nn.Module, graph: Path, tok: SequenceTokenizerLike,
            atol: float = PARITY_ATOL) -> dict[str, Any]:
     """Max |ONNX Runtime - PyTorch| of the logits over several batch sizes and lengths."""
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
@@ -110,7 +122,7 @@ def verify(model: SequenceClassifier, graph: Path, tok: SequenceTokenizer,
     return {"max_abs_diff": worst, "atol": atol, "cases": cases}
 
 
-def verify_fp16(graph16: Path, graph32: Path, tok: SequenceTokenizer) -> dict[str, Any] | None:
+def verify_fp16(graph16: Path, graph32: Path, tok: SequenceTokenizerLike) -> dict[str, Any] | None:
     """Report the fp16 graph's deviation from fp32 (CPU), when ONNX Runtime can run it here."""
     try:
         s16 = ort.InferenceSession(str(graph16), providers=["CPUExecutionProvider"])
@@ -139,25 +151,33 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def export_model_folder(model: SequenceClassifier, tok: SequenceTokenizer, out: Path, *,
+def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out: Path, *,
                         name: str, task: str, labels: list[str], training: dict[str, Any],
                         metrics: dict[str, Any], fp16: bool = True,
-                        description: str = "") -> ModelCard:
-    """Export, verify, and write ``out/{model.onnx, model.fp16.onnx, tokenizer.json, card.json}``."""
+                        description: str = "", tokenization_note: str = "") -> ModelCard:
+    """Export, verify, and write ``out/{model.onnx, model.fp16.onnx, <tokenizer file>, card.json}``.
+
+    ``tokenization_note`` goes into the card's ``tokenization`` entry as ``note`` (e.g. what
+    happens to input longer than the model's limit).
+    """
     out.mkdir(parents=True, exist_ok=True)
     graph = export_graph(model, out / "model.onnx")
     parity = verify(model, graph, tok)
-    files = {"graph": "model.onnx", "tokenizer": "tokenizer.json"}
+    files = {"graph": "model.onnx", "tokenizer": tok.file_name}
     fp16_report = None
     if fp16:
         export_fp16(model, out / "model.fp16.onnx")
         files["graph_fp16"] = "model.fp16.onnx"
         fp16_report = verify_fp16(out / "model.fp16.onnx", graph, tok)
-    tok.backend.save(str(out / "tokenizer.json"))
+    tok.save(out / tok.file_name)
+    tokenization = tok.card_tokenization()
+    if tokenization_note:
+        tokenization["note"] = tokenization_note
     card = ModelCard(
         name=name,
         task=task,
         variant=model.variant,
+        architecture=architecture(model),
         description=description,
         labels=labels,
         activation="sigmoid" if model.variant == LNCRNA_VARIANT else "softmax",
@@ -166,7 +186,7 @@ def export_model_folder(model: SequenceClassifier, tok: SequenceTokenizer, out: 
         output=OUTPUT_NAMES[0],
         files=files,
         sha256={f: file_sha256(out / f) for f in files.values()},
-        tokenization=asdict(tok.policy),
+        tokenization=tokenization,
         backbone=model.config.to_dict(),
         head=model.describe(),
         training=training,

@@ -1,4 +1,5 @@
-"""Fine-tuning a classifier (any of the six) with early stopping on a dev split."""
+"""Fine-tuning a classifier (any architecture of :mod:`training.architectures`) with early
+stopping on a dev split."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from service.tokenization import SequenceTokenizer
+from service.tokenization import SequenceTokenizerLike
 from training.checkpoint import TASK_LNCRNA, TASK_PROMOTER, save_classifier
 from training.data import LNCRNA_LABELS, PROMOTER_LABELS, Dataset, Example
 from training.dnabert2 import DnaBertConfig, find_weights, load_backbone_state, read_state_dict
@@ -80,7 +81,7 @@ def batches(encoded: list[list[int]], batch_size: int, shuffle: bool, rng: rando
 
 
 @torch.no_grad()
-def predict_scores(model: SequenceClassifier, tok: SequenceTokenizer, sequences: list[str],
+def predict_scores(model: torch.nn.Module, tok: SequenceTokenizerLike, sequences: list[str],
                    batch_size: int = 64) -> np.ndarray:
     """Probabilities: P(promoter) (N,) for promoter models, sigmoid scores (N, 3) for lncRNA."""
     model.eval()
@@ -129,7 +130,7 @@ def evaluate_test_parts(model, tok, data: Dataset, task: str) -> dict:
     return result
 
 
-def train_classifier(model: SequenceClassifier, tok: SequenceTokenizer, data: Dataset,
+def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: Dataset,
                      cfg: TrainConfig, run_dir: Path) -> dict:
     """Train with AdamW + linear warmup/decay, keep the best dev state, write the run folder."""
     if cfg.threads:
@@ -159,7 +160,7 @@ def train_classifier(model: SequenceClassifier, tok: SequenceTokenizer, data: Da
     eval_every = cfg.eval_every or steps_per_epoch
     curve: list[dict] = []
     best = {"score": float("-inf"), "state": None, "step": 0}
-    bad_evals, step, start = 0, 0, time.monotonic()
+    bad_evals, step, start, cpu_start = 0, 0, time.monotonic(), time.process_time()
     stop = False
     curve_file = (run_dir / "curve.jsonl").open("w")
     for epoch in range(1, cfg.epochs + 1):
@@ -208,6 +209,8 @@ def train_classifier(model: SequenceClassifier, tok: SequenceTokenizer, data: Da
         model.load_state_dict(best["state"])
     model.eval()
     seconds = time.monotonic() - start
+    # CPU seconds of this process: less sensitive than wall-clock time to other jobs on the machine
+    cpu_seconds = time.process_time() - cpu_start
     metrics = {
         "dev": evaluate_examples(model, tok, data["dev"], cfg.task),
         **evaluate_test_parts(model, tok, data, cfg.task),
@@ -216,6 +219,7 @@ def train_classifier(model: SequenceClassifier, tok: SequenceTokenizer, data: Da
         "best_step": best["step"],
         "steps": step,
         "train_seconds": round(seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics,
     }
@@ -224,7 +228,8 @@ def train_classifier(model: SequenceClassifier, tok: SequenceTokenizer, data: Da
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     save_classifier(model, tok, run_dir / "model", cfg.task, labels_for(cfg.task), extra={
         "training": {"config": asdict(cfg), "data": data.description,
-                     "best_step": best["step"], "train_seconds": round(seconds, 1)},
+                     "best_step": best["step"], "steps": step, "train_seconds": round(seconds, 1),
+                     "train_cpu_seconds": round(cpu_seconds, 1)},
         "metrics": metrics,
     })
     for name, m in metrics.items():
