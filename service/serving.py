@@ -8,6 +8,7 @@ tokenization run in a thread pool (off the event loop); each model's sessions ru
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -181,7 +182,10 @@ class InferenceService:
                 model = OnnxModel(folder, providers=self.providers,
                                   precision=card_precision,
                                   session_options=session_options(s.intra_op_threads))
-                tokenizer_key = model.card.sha256[model.card.files["tokenizer"]]
+                # Requests to several models are tokenized once per distinct tokenizer: the same
+                # file *and* the same tokenization entry (kind, k, truncation) of the card.
+                tokenizer_key = model.card.sha256[model.card.files["tokenizer"]] + json.dumps(
+                    model.card.tokenization, sort_keys=True)
             except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
                 self._broken(task, name, folder, exc)
                 continue

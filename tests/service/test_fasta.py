@@ -543,8 +543,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-PROPERTY_SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+PROPERTY_SETTINGS = settings(  # derandomized: the suite gives the same verdict on every run
+    max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 
 _ids = st.text(
@@ -631,7 +631,8 @@ def test_any_bytes_give_records_or_a_domain_error(
     for r in records:
         assert r.id and r.sequence and r.line >= 1
         assert not any(c.isspace() for c in r.id + r.sequence)
-        assert lines[r.line - 1].strip() == ">" + r.description
+        header = lines[r.line - 1].strip()  # whitespace after '>' is not part of the description
+        assert header.startswith(">") and header[1:].strip() == r.description
         assert r.description.split()[0] == r.id
     if max_records is not None:
         assert len(records) <= max_records

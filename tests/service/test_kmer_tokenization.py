@@ -62,6 +62,7 @@ def test_every_kmer_with_n_is_unk(tok6):
 
 def test_shorter_than_k_gives_cls_sep(tok6):
     assert [e.ids for e in tok6.encode(["A", "ACGTA"])] == [[2, 3], [2, 3]]
+    assert [e.ids for e in tok6.encode(["A"])] == [[2, 3]]  # no window in the whole batch
 
 
 @pytest.mark.parametrize("k", [3, 4, 5, 6])
