@@ -41,7 +41,7 @@ from service.protocol import (
     PromoterResult,
 )
 from service.sequence import normalize_sequence
-from service.settings import PROMOTER_VARIANTS, Settings
+from service.settings import PROMOTER_VARIANTS, Settings, effective_batching
 
 log = logging.getLogger("dnabert.service")
 
@@ -176,12 +176,16 @@ class InferenceService:
         self.providers = choose_providers(s.device)
         gpu = self.providers[0] == "CUDAExecutionProvider"
         precision = s.precision if s.precision != "auto" else ("fp16" if gpu else "fp32")
+        threads, max_batch_size = effective_batching(s, gpu)
+        log.info("batching: %d worker(s) per model, %s intra-op threads each, at most %d sequences "
+                 "and %d padded tokens per batch", s.workers, threads or "default", max_batch_size,
+                 s.max_batch_tokens)
         for task, name, folder in discover(s.models_dir):
             card_precision = serving_precision(folder, precision)
             try:
                 model = OnnxModel(folder, providers=self.providers,
                                   precision=card_precision,
-                                  session_options=session_options(s.intra_op_threads))
+                                  session_options=session_options(threads))
                 # Requests to several models are tokenized once per distinct tokenizer: the same
                 # file *and* the same tokenization entry (kind, k, truncation) of the card.
                 tokenizer_key = model.card.sha256[model.card.files["tokenizer"]] + json.dumps(
@@ -189,7 +193,7 @@ class InferenceService:
             except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
                 self._broken(task, name, folder, exc)
                 continue
-            config = BatcherConfig(max_batch_tokens=s.max_batch_tokens, max_batch_size=s.max_batch_size,
+            config = BatcherConfig(max_batch_tokens=s.max_batch_tokens, max_batch_size=max_batch_size,
                                    max_wait_ms=s.max_wait_ms, window=s.batch_window, max_queue=s.max_queue,
                                    workers=s.workers)
             batcher = DynamicBatcher(f"{task}/{name}", self._runner(model), config,

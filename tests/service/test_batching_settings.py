@@ -1,0 +1,21 @@
+"""The ``0 = auto`` batching settings resolve to what was measured best for each device."""
+
+from __future__ import annotations
+
+from service.settings import Settings, effective_batching
+
+
+def test_cpu_shares_the_cores_among_the_workers_and_cuts_batches_of_32():
+    assert effective_batching(Settings(), gpu=False, cpus=2) == (1, 32)
+    assert effective_batching(Settings(workers=2), gpu=False, cpus=16) == (8, 32)
+    assert effective_batching(Settings(workers=4), gpu=False, cpus=2) == (1, 32)  # never 0 threads
+
+
+def test_gpu_keeps_the_library_threads_and_cuts_large_batches():
+    assert effective_batching(Settings(), gpu=True, cpus=16) == (0, 256)
+
+
+def test_explicit_values_win():
+    s = Settings(intra_op_threads=3, max_batch_size=7, workers=1)
+    assert effective_batching(s, gpu=False, cpus=2) == (3, 7)
+    assert effective_batching(s, gpu=True, cpus=2) == (3, 7)
