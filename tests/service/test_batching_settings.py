@@ -19,3 +19,25 @@ def test_explicit_values_win():
     s = Settings(intra_op_threads=3, max_batch_size=7, workers=1)
     assert effective_batching(s, gpu=False, cpus=2) == (3, 7)
     assert effective_batching(s, gpu=True, cpus=2) == (3, 7)
+
+
+def test_models_share_one_tokenization_only_with_the_same_file_and_entry():
+    """promoter/base and lncrna-localization/lncrna use the same tokenizer.json but truncate
+    differently: their records must be tokenized separately."""
+    import json
+    from pathlib import Path
+
+    from service.serving import InferenceService
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    service = InferenceService(Settings(models_dir=models, device="cpu", intra_op_threads=1))
+    service._load()
+    keys = {f"{task}/{name}": lm.tokenizer_key for (task, name), lm in service.models.items()}
+    cards = {k: json.loads((models / k / "card.json").read_text()) for k in keys}
+    for a in keys:
+        for b in keys:
+            same = (cards[a]["sha256"][cards[a]["files"]["tokenizer"]] == cards[b]["sha256"][cards[b]["files"]["tokenizer"]]
+                    and cards[a]["tokenization"] == cards[b]["tokenization"])
+            assert (keys[a] == keys[b]) == same, (a, b)
+    assert keys["promoter/base"] != keys["lncrna-localization/lncrna"]
+    assert keys["promoter/base"] == keys["promoter/cnn"]
