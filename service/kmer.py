@@ -122,21 +122,11 @@ class KmerTokenizer:
     def card_tokenization(self) -> dict:
         """The card's ``tokenization`` entry: kind, k, special tokens and the truncation policy."""
         return {"kind": self.kind, "k": self.k, "special_tokens": self.special_tokens,
-                "max_tokens": self.policy.max_tokens, "truncation_side": self.policy.truncation_side,
-                "max_nucleotides": self.policy.max_nucleotides,
-                "nucleotide_truncation_side": self.policy.nucleotide_truncation_side}
+                **self.policy.as_card_entry()}
 
     @property
     def max_kmers(self) -> int:
         return self.policy.max_tokens - (2 if self.special_tokens else 0)
-
-    def _clip(self, seq: str) -> tuple[str, bool]:
-        limit = self.policy.max_nucleotides
-        if limit is None or len(seq) <= limit:
-            return seq, False
-        if self.policy.nucleotide_truncation_side == "left":
-            return seq[-limit:], True
-        return seq[:limit], True
 
     def _window_ids(self, sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ids of every k-mer window of the concatenated sequences, with each sequence's start
@@ -172,7 +162,7 @@ class KmerTokenizer:
         """Encode normalised sequences (see :func:`service.sequence.normalize_sequence`)."""
         if not sequences:
             return []
-        clipped = [self._clip(s) for s in sequences]
+        clipped = [self.policy.clip(s) for s in sequences]
         ids, starts, counts = self._window_ids([s for s, _ in clipped])
         limit = self.max_kmers
         kept = np.minimum(counts, limit)

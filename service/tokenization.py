@@ -39,6 +39,20 @@ class TruncationPolicy:
     max_nucleotides: int | None = None
     nucleotide_truncation_side: Side = "left"
 
+    def clip(self, seq: str) -> tuple[str, bool]:
+        """Keep at most ``max_nucleotides`` bases from the chosen end; and whether any were cut."""
+        limit = self.max_nucleotides
+        if limit is None or len(seq) <= limit:
+            return seq, False
+        if self.nucleotide_truncation_side == "left":
+            return seq[-limit:], True
+        return seq[:limit], True
+
+    def as_card_entry(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "truncation_side": self.truncation_side,
+                "max_nucleotides": self.max_nucleotides,
+                "nucleotide_truncation_side": self.nucleotide_truncation_side}
+
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
@@ -111,21 +125,11 @@ class SequenceTokenizer:
 
     def card_tokenization(self) -> dict[str, Any]:
         """The card's ``tokenization`` entry (no ``kind``: ``bpe`` is the default)."""
-        return {"max_tokens": self.policy.max_tokens, "truncation_side": self.policy.truncation_side,
-                "max_nucleotides": self.policy.max_nucleotides,
-                "nucleotide_truncation_side": self.policy.nucleotide_truncation_side}
-
-    def _clip(self, seq: str) -> tuple[str, bool]:
-        limit = self.policy.max_nucleotides
-        if limit is None or len(seq) <= limit:
-            return seq, False
-        if self.policy.nucleotide_truncation_side == "left":
-            return seq[-limit:], True
-        return seq[:limit], True
+        return self.policy.as_card_entry()
 
     def encode(self, sequences: Sequence[str]) -> list[Encoded]:
         """Encode normalised sequences (see :func:`service.sequence.normalize_sequence`)."""
-        clipped = [self._clip(s) for s in sequences]
+        clipped = [self.policy.clip(s) for s in sequences]
         if self._core is None:
             encodings = self._encode_batch([s for s, _ in clipped], add_special_tokens=True)
             return [
