@@ -9,7 +9,6 @@ and with the service's offline path (:func:`service.cli.predict_file`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import gzip
 import io
@@ -27,6 +26,8 @@ from service.card import CARD_FILE
 from service.cli import predict_file
 from service.serving import InferenceService, discover
 from service.settings import PROMOTER_VARIANTS, Settings
+
+from .robustness import serving
 
 TEST_TIMEOUT = 120.0
 PROMOTER = "/predict/promoter"
@@ -57,20 +58,6 @@ def make_settings(models_dir: Path, **overrides) -> Settings:
                   tokenizer_threads=1, intra_op_threads=1)
     values.update(overrides)
     return Settings(**values)
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings, service: InferenceService | None = None, *, start: bool = True,
-                  raise_app_exceptions: bool = True):
-    """An httpx client on a fresh app; the app's lifespan runs around it when ``start``."""
-    app = create_app(settings, service)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-    async with contextlib.AsyncExitStack() as stack:
-        if start:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(transport=transport, base_url="http://test", timeout=TEST_TIMEOUT))
-        yield client
 
 
 def need_lncrna(models_dir: Path) -> None:
