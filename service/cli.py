@@ -1,6 +1,6 @@
 """``dnabert-serve``: run the HTTP service, or predict offline from a FASTA file.
 
-    dnabert-serve serve [--host H] [--port P] [--workers-per-model N] ...
+    dnabert-serve serve [--host H] [--port P] [--models-dir DIR] [--device auto|cpu|gpu]
     dnabert-serve predict FILE --task promoter|lncrna-localization [--model NAME] [-o OUT]
 
 ``predict`` uses the same runtime and batcher as the server (no HTTP), so its scores are the
@@ -15,7 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from service.errors import DnabertError
+from service.contract.errors import DnabertError
+from service.contract.tasks import TASK_NAMES
 from service.settings import Settings
 
 CHUNK = 256  # records per submitted piece: progress granularity, and the batcher mixes pieces
@@ -37,7 +38,7 @@ def _settings(args) -> Settings:
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     settings = _settings(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,20 +55,19 @@ async def predict_file(path: Path, task: str, model: str | None, settings: Setti
     """Predictions for every record of a FASTA file (plain or gzip), in file order."""
     from tqdm import tqdm
 
-    from service.fasta import read_fasta_bytes
-    from service.serving import TASK_PROMOTER, InferenceService
+    from service.contract.fasta import read_fasta_bytes
+    from service.runtime.inference import InferenceService
 
     records = read_fasta_bytes(path.read_bytes(), max_bytes=max(settings.max_upload_bytes, 1 << 34),
                                max_sequence_length=settings.max_sequence_length)
     service = InferenceService(settings)
     await service.start()
     try:
-        predict = service.predict_promoter if task == TASK_PROMOTER else service.predict_lncrna
         pieces = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
         bar = tqdm(total=len(records), unit="seq", disable=not progress, file=sys.stderr)
 
         async def one(piece):
-            result = await predict(piece, model)
+            result = await service.predict(task, piece, model)
             bar.update(len(piece))
             return result
 
@@ -83,8 +83,8 @@ async def predict_file(path: Path, task: str, model: str | None, settings: Setti
 
 
 def cmd_predict(args) -> int:
-    from service.formats import lncrna_table, promoter_table
-    from service.serving import TASK_PROMOTER
+    from service.api.formats import lncrna_table, promoter_table
+    from service.contract.tasks import PROMOTER
 
     settings = _settings(args)
     settings.max_queue = max(settings.max_queue, 1 << 30)  # offline: the whole file may queue
@@ -96,7 +96,7 @@ def cmd_predict(args) -> int:
     if fmt == "json":
         text = result.model_dump_json(indent=2) + "\n"
     else:
-        text = (promoter_table if args.task == TASK_PROMOTER else lncrna_table)(result, fmt)
+        text = (promoter_table if args.task == PROMOTER else lncrna_table)(result, fmt)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {result.count} predictions to {args.output}", file=sys.stderr)
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="predict offline from a FASTA file")
     s.add_argument("file")
-    s.add_argument("--task", required=True, choices=["promoter", "lncrna-localization"])
+    s.add_argument("--task", required=True, choices=TASK_NAMES)
     s.add_argument("--model", help="promoter variant or 'all' (default from settings)")
     s.add_argument("-o", "--output", help="output file (.csv, .tsv or .json); default: CSV to stdout")
     s.add_argument("--format", choices=["csv", "tsv", "json"])

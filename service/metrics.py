@@ -36,6 +36,8 @@ class ServiceMetrics:
         self.rejected = Counter("dnabert_rejected_requests", "Requests refused", ["endpoint", "reason"], registry=r)
 
     def observer(self, model: str) -> BatchMetrics:
+        """The batcher's observer for one model; the queue-depth gauge is set only from it."""
+        self.queue_depth.labels(model).set(0)
         return BatchMetrics(self, model)
 
 

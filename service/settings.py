@@ -11,12 +11,13 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.contract.tasks import PROMOTER, TASKS
+
 
 def default_models_dir() -> Path:
     """``models/`` of the checkout the package runs from, else ``./models``."""
     checkout = Path(__file__).resolve().parents[1] / "models"
     return checkout if checkout.is_dir() else Path.cwd() / "models"
-PROMOTER_VARIANTS = ("base", "cnn", "bilstm", "cnn_bilstm_max", "cnn_bilstm_avg")
 
 
 class Settings(BaseSettings):
@@ -28,7 +29,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=default_models_dir,
                              description="folder with <task>/<variant>/ model folders")
     default_promoter_model: str = Field(
-        "cnn_bilstm_max", description="variant used when model= is not given (embedded: best dev MCC)")
+        TASKS[PROMOTER].default_model, description="variant used when model= is not given (embedded: best dev MCC)")
     promoter_threshold: float = Field(0.5, ge=0.0, le=1.0)
     lncrna_thresholds: dict[str, float] = Field(
         default_factory=lambda: {"nucleus": 0.5, "cytoplasm": 0.5, "extracellular_vesicle": 0.5},

@@ -31,10 +31,11 @@ def test_gpu_harness_runs_on_cpu_with_a_tiny_backbone(tmp_path):
     assert tasks == {("promoter", "cnn_bilstm_avg"), ("lncrna-localization", "lncrna")}
     assert all(row["sequences_per_s"] > 0 and row["flops_per_sequence"] > 0 for row in report["raw"])
     # the exported folders are real, servable model folders
-    from service.model_folder import OnnxModel
+    from service.runtime.model import OnnxModel
+    from service.runtime.offline import predict_sequences
 
     model = OnnxModel(tmp_path / "models" / "promoter" / "cnn_bilstm_avg")
-    assert model.predict(["ACGT" * 75]).scores.shape == (1,)
+    assert predict_sequences(model, ["ACGT" * 75]).scores.shape == (1,)
 
 
 def test_flop_count_adds_the_lstm(tmp_path):

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.app import create_app
-from service.serving import InferenceService
+from service.api.app import create_app
+from service.runtime.inference import InferenceService
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

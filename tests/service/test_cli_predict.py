@@ -1,8 +1,8 @@
 """``dnabert-serve predict``: offline predictions from a FASTA file to CSV, TSV or JSON.
 
 Called in-process (``service.cli.main``) and once as ``python -m service predict`` in a child
-process. The scores are checked against :meth:`OnnxModel.predict` (the model folder's own,
-independent batching), never against hard-coded values.
+process. The scores are checked against :func:`service.runtime.offline.predict_sequences` (the same
+stages with an offline batcher of its own, batches cut differently), never against hard-coded values.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ HAS_LNCRNA = (MODELS_DIR / "lncrna-localization").is_dir()
 needs_lncrna = pytest.mark.skipif(not HAS_LNCRNA, reason="no lncRNA model")
 
 from service.cli import main  # noqa: E402
-from service.model_folder import OnnxModel, session_options  # noqa: E402
-from service.settings import PROMOTER_VARIANTS, Settings  # noqa: E402
+from service.runtime.model import OnnxModel  # noqa: E402
+from service.runtime.offline import predict_sequences  # noqa: E402
+from service.contract.tasks import PROMOTER_VARIANTS
+from service.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LNCRNA_LABELS = ("nucleus", "cytoplasm", "extracellular_vesicle")
 DEFAULT_MODEL = Settings(models_dir=MODELS_DIR).default_promoter_model
 VARIANTS = [v for v in PROMOTER_VARIANTS if (MODELS_DIR / "promoter" / v).is_dir()]
-TOL = 1e-5  # the CLI and OnnxModel.predict batch differently
+TOL = 1e-5  # the CLI and predict_sequences batch differently
 
 
 # -- the input file ---------------------------------------------------------------------------------
@@ -100,10 +102,10 @@ _MODELS: dict[tuple[str, str], OnnxModel] = {}
 
 
 def reference(task: str, name: str, records: list[tuple[str, str]]):
-    """Scores of ``OnnxModel.predict``: (N,) for promoter variants, (N, 3) for lncRNA."""
+    """Scores of ``predict_sequences``: (N,) for promoter variants, (N, 3) for lncRNA."""
     if (task, name) not in _MODELS:
-        _MODELS[(task, name)] = OnnxModel(MODELS_DIR / task / name, session_options=session_options(1))
-    return _MODELS[(task, name)].predict([s for _, s in records], [r for r, _ in records]).scores
+        _MODELS[(task, name)] = OnnxModel(MODELS_DIR / task / name, threads=1)
+    return predict_sequences(_MODELS[(task, name)], [s for _, s in records], [r for r, _ in records]).scores
 
 
 def expected_flags(seq: str) -> tuple[int, set[str]]:

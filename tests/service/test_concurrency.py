@@ -31,9 +31,9 @@ HAS_LNCRNA = (MODELS_DIR / "lncrna-localization").is_dir()
 
 import httpx  # noqa: E402
 
-from service.app import create_app  # noqa: E402
+from service.api.app import create_app  # noqa: E402
 from service.cli import predict_file  # noqa: E402
-from service.serving import InferenceService  # noqa: E402
+from service.runtime.inference import InferenceService  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 PROMOTER = "promoter"
@@ -330,7 +330,7 @@ def test_overload_answers_429_and_keeps_serving(tmp_path):
     uploads = [make_records(rng, f"load{i}", 45, 50, 300) for i in range(6)]
     after = make_records(rng, "after", 3, 50, 300)
     slow = {"on": False}
-    real_runner = InferenceService._runner
+    real_runner = InferenceService.batch_runner
 
     def slow_runner(model):
         run_batch = real_runner(model)
@@ -347,7 +347,7 @@ def test_overload_answers_429_and_keeps_serving(tmp_path):
             tmp_path, PROMOTER, None, [r for up in uploads for r in up] + after, make_settings())
         app = create_app(settings)
         # the app's service only: its batchers get the slowed-down run function
-        app.state.service._runner = slow_runner
+        app.state.service.batch_runner = slow_runner
         async with app.router.lifespan_context(app):
             slow["on"] = True
             async with asgi_client(app) as client:
@@ -392,7 +392,7 @@ def test_model_all_refused_by_one_variant_leaves_no_work_on_the_others():
     probe = make_records(rng, "all", 45, 50, 200)
     ran: dict[str, int] = {}
     slow = {"on": False}
-    real_runner = InferenceService._runner
+    real_runner = InferenceService.batch_runner
 
     def counting_runner(model):
         run_batch = real_runner(model)
@@ -408,7 +408,7 @@ def test_model_all_refused_by_one_variant_leaves_no_work_on_the_others():
 
     async def main():
         app = create_app(settings)
-        app.state.service._runner = counting_runner
+        app.state.service.batch_runner = counting_runner
         async with app.router.lifespan_context(app):
             slow["on"] = True
             svc = app.state.service

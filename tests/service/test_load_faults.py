@@ -35,9 +35,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import create_app
-from service.errors import ModelArtifactError
-from service.serving import InferenceService
+from service.api.app import create_app
+from service.contract.errors import ModelArtifactError
+from service.runtime.inference import InferenceService
 from tests.service.robustness import (
     FASTA,
     LNCRNA,
@@ -296,8 +296,8 @@ class PoisonedService(InferenceService):
 
     batches: list[tuple[bool, list[tuple[int, ...]]]]
 
-    def _runner(self, model):
-        real = InferenceService._runner(model)
+    def batch_runner(self, model):
+        real = InferenceService.batch_runner(model)
         poison = tuple(model.tokenizer.encode([POISON])[0].ids)
         self.batches = []
         lock = threading.Lock()
@@ -370,8 +370,8 @@ def test_failing_batch_fails_only_its_requests_and_serving_goes_on(tmp_path):
 class GatedService(InferenceService):
     """The first batch after ``arm()`` blocks until ``release()``; every batch run is recorded."""
 
-    def _runner(self, model):
-        real = InferenceService._runner(model)
+    def batch_runner(self, model):
+        real = InferenceService.batch_runner(model)
         self.ran: list[tuple[int, ...]] = []
         self.blocked = threading.Event()
         self.gate = threading.Event()

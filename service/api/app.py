@@ -1,0 +1,133 @@
+"""The FastAPI application: life cycle, routers, middleware, one error shape."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from service import __version__
+from service.api.lifecycle import InFlight
+from service.api.middleware import REQUEST_ID, RequestContext
+from service.api.probes import catalogue, probes
+from service.api.protocol import ErrorBody, ErrorResponse, PredictRequest
+from service.api.routes import inference
+from service.api.security import AUTH_RESPONSES, require_api_key
+from service.contract.errors import DnabertError, Overloaded, Unauthorized
+from service.metrics import ServiceMetrics
+from service.runtime.inference import InferenceService
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("dnabert.service")
+
+
+def error_response(status: int, code: str, message: str, request: Request, *, record_id: str | None = None,
+                   line: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    rid = getattr(request.state, "request_id", None)
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, record_id=record_id, line=line, request_id=rid))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+
+def create_app(settings: Settings | None = None, service: InferenceService | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc = app.state.service
+        try:
+            await svc.start()
+        except DnabertError as exc:
+            log.error("start-up failed: %s", exc.message)
+            raise
+        log.info("ready: %d models, providers %s%s", len(svc.models), svc.providers,
+                 f"; not serving {', '.join(f'{t}/{n}' for t, n in sorted(svc.failed))}" if svc.failed else "")
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    app = FastAPI(
+        title="DNABERT-2 inference service",
+        version=__version__,
+        description=(
+            "Promoter prediction (five DNABERT-2 variants) and lncRNA subcellular localization "
+            "from FASTA uploads, dynamically batched onto ONNX Runtime."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service or InferenceService(settings, ServiceMetrics())
+    app.state.in_flight = InFlight(settings.max_requests_in_flight)
+    for router in (inference, catalogue):  # behind the API key when one is configured
+        if settings.api_key is not None:
+            app.include_router(router, dependencies=[Depends(require_api_key)], responses=AUTH_RESPONSES)
+        else:
+            app.include_router(router)
+    app.include_router(probes)
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        # The predict routes read their bodies themselves; register the JSON body's schema that
+        # their openapi_extra refers to (#/components/schemas/PredictRequest).
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            body = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["PredictRequest"] = body
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    app.add_middleware(RequestContext)
+    if settings.cors_origins:  # off unless configured: no CORS headers at all
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", REQUEST_ID],
+            expose_headers=[REQUEST_ID, "Retry-After"], max_age=600)
+
+    @app.exception_handler(DnabertError)
+    async def domain_error(request: Request, exc: DnabertError):
+        headers = None
+        if isinstance(exc, Overloaded):
+            headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": 'Bearer realm="dnabert"'
+                       + (', error="invalid_token"' if exc.token_given else "")}
+        if exc.http_status >= 500:
+            log.error("request %s failed: %s", getattr(request.state, "request_id", "-"), exc)
+        return error_response(exc.http_status, exc.code, exc.message, request, record_id=exc.record_id,
+                              line=exc.line, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        log.info("request %s: the client disconnected", getattr(request.state, "request_id", "-"))
+        return error_response(499, "client_closed_request", "the client closed the connection", request)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(422, "invalid_parameter", f"{where}: {first.get('msg', 'invalid')}", request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), request)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        rid = getattr(request.state, "request_id", None)
+        log.exception("unexpected error in request %s", rid or "-")
+        # this handler runs in ServerErrorMiddleware, outside the request-id middleware: add the header here
+        return error_response(500, "internal_error", "internal error; see the server log", request,
+                              headers={REQUEST_ID: rid, "X-Content-Type-Options": "nosniff"} if rid else None)
+
+    return app

@@ -1,0 +1,215 @@
+"""Reading a prediction request's records: multipart upload, raw FASTA body, or JSON.
+
+The body is read from the ASGI stream chunk by chunk and counted as it arrives, whatever its
+form (raw, chunked without a Content-Length, multipart, JSON): once more than
+``max_upload_bytes`` have arrived the request is refused (413) and the rest is never read, so
+no request can make the service hold more than that much of its body. Multipart bodies are
+parsed here with python-multipart's streaming parser: only the ``file`` field is kept (in
+memory, within the same limit), nothing is spooled to disk. gzip is recognised by its magic
+bytes and decompressed under the same limit (:class:`service.contract.fasta.StreamingGunzip`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from functools import partial
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+
+try:  # python-multipart >= 0.0.13
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+except ImportError:  # older releases name the package 'multipart'
+    from multipart.exceptions import MultipartParseError  # type: ignore[no-redef]
+    from multipart.multipart import MultipartParser, parse_options_header  # type: ignore[no-redef]
+
+from service.api.protocol import PredictRequest
+from service.contract.errors import (
+    ClientClosed,
+    DnabertError,
+    EmptyInput,
+    PayloadTooLarge,
+    SequenceTooLong,
+    TooManyRecords,
+)
+from service.contract.fasta import FastaRecord, read_fasta_bytes
+from service.settings import Settings
+
+FASTA_TYPES = ("text/plain", "text/x-fasta", "application/x-fasta", "application/fasta",
+               "application/gzip", "application/x-gzip", "application/octet-stream")
+FILE_FIELD = b"file"
+MAX_MULTIPART_PARTS = 8  # the 'file' field and a few others (ignored)
+
+
+class UnsupportedMediaType(DnabertError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class InvalidJson(DnabertError):
+    code = "invalid_json"
+    http_status = 422
+
+
+class InvalidMultipart(DnabertError):
+    code = "invalid_multipart"
+    http_status = 400
+
+
+def _check_length(request: Request, settings: Settings) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the {settings.max_upload_bytes}-byte limit")
+
+
+async def _body_chunks(request: Request, settings: Settings) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive; 413 as soon as more than the limit has arrived."""
+    _check_length(request, settings)
+    limit, size = settings.max_upload_bytes, 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+            if chunk:
+                yield chunk
+    except ClientDisconnect:
+        raise ClientClosed("the client closed the connection before the request body was complete") from None
+
+
+async def _read_body(request: Request, settings: Settings) -> bytes:
+    """The raw body, refused as soon as it passes the limit (before it is all in memory)."""
+    return b"".join([chunk async for chunk in _body_chunks(request, settings)])
+
+
+class _MultipartFile:
+    """Callbacks for :class:`MultipartParser` that keep the data of the ``file`` field only."""
+
+    def __init__(self) -> None:
+        self.parts = 0
+        self.ended = False
+        self.file: list[bytes] | None = None  # chunks of the 'file' field, once it has begun
+        self._in_file = False
+        self._headers: dict[bytes, bytes] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_MULTIPART_PARTS:
+            raise InvalidMultipart(f"more than {MAX_MULTIPART_PARTS} parts in the multipart body")
+        self._headers = {}
+        self._in_file = False
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._field).strip().lower()] = bytes(self._value).strip()
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        disposition = self._headers.get(b"content-disposition")
+        if disposition is None:
+            raise InvalidMultipart("a multipart part has no Content-Disposition header")
+        _, params = parse_options_header(disposition)
+        if params.get(b"name") == FILE_FIELD:
+            if self.file is not None:
+                raise InvalidMultipart("more than one 'file' field in the multipart body")
+            self.file = []
+            self._in_file = True
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file and end > start:
+            self.file.append(bytes(data[start:end]))  # type: ignore[union-attr]
+
+    def _part_end(self) -> None:
+        self._in_file = False
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+async def _read_multipart_file(request: Request, settings: Settings) -> bytes:
+    """The content of the multipart body's ``file`` field, parsed while the body streams in."""
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InvalidMultipart("multipart/form-data without a boundary parameter in the Content-Type header")
+    sink = _MultipartFile()
+    try:
+        parser = MultipartParser(boundary, sink.callbacks())
+    except Exception:  # noqa: BLE001 - python-multipart raises FormParserError / ValueError here
+        raise InvalidMultipart("invalid multipart boundary") from None
+    async for chunk in _body_chunks(request, settings):
+        if sink.ended:
+            continue  # the epilogue after the closing boundary is ignored (but still counted)
+        try:
+            parser.write(chunk)
+        except MultipartParseError as exc:
+            raise InvalidMultipart(f"malformed multipart body: {str(exc).split(' at ')[0]}") from None
+    if not sink.ended:
+        raise InvalidMultipart("the multipart body is truncated: it has no closing boundary")
+    if sink.file is None:
+        raise EmptyInput("multipart upload without a 'file' field")
+    return b"".join(sink.file)
+
+
+def _json_records(body: bytes, settings: Settings) -> list[FastaRecord]:
+    try:
+        req = PredictRequest.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidJson(f"invalid JSON body at {where or 'body'}: {first.get('msg')}") from None
+    if len(req.sequences) > settings.max_records:
+        raise TooManyRecords(f"more than {settings.max_records} records")
+    seen: set[str] = set()
+    records = []
+    for item in req.sequences:
+        if item.id in seen:
+            raise InvalidJson(f"duplicate record id {item.id!r}", record_id=item.id)
+        seen.add(item.id)
+        seq = "".join(item.sequence.split())
+        if len(seq) > settings.max_sequence_length:
+            raise SequenceTooLong(f"record {item.id!r} is longer than {settings.max_sequence_length} nt",
+                                  record_id=item.id)
+        records.append(FastaRecord(item.id, item.id, item.sequence, 0))  # JSON: no line numbers
+    return records
+
+
+async def read_records(request: Request, settings: Settings, executor=None) -> list[FastaRecord]:
+    """Records of the request, whatever its form; errors are :class:`DnabertError`s."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    loop = asyncio.get_running_loop()
+    parse = partial(read_fasta_bytes, max_bytes=settings.max_upload_bytes,
+                    max_records=settings.max_records, max_sequence_length=settings.max_sequence_length)
+    if media == "multipart/form-data":
+        data = await _read_multipart_file(request, settings)
+        # gzip is recognised by its magic bytes, whatever the file is called
+        return await loop.run_in_executor(executor, parse, data)
+    if media == "application/json":
+        body = await _read_body(request, settings)
+        if not body.strip():
+            raise EmptyInput("no records: the body is empty")
+        return await loop.run_in_executor(executor, _json_records, body, settings)
+    if media in FASTA_TYPES or media == "":
+        body = await _read_body(request, settings)
+        return await loop.run_in_executor(
+            executor, partial(parse, body, content_encoding=request.headers.get("content-encoding")))
+    raise UnsupportedMediaType(
+        f"unsupported content type {media!r}: send FASTA (text/plain, text/x-fasta, optionally gzip), "
+        "a multipart upload with a 'file' field, or application/json")

@@ -1,0 +1,518 @@
+"""Dynamic batching of token-id sequences in front of one model.
+
+One :class:`DynamicBatcher` per model. It knows nothing of HTTP, tokenizers or ONNX: callers
+``await submit(sequences)`` with lists of token ids, and a background scheduling task groups the
+queued sequences of all requests into batches that it hands to a blocking ``run_batch`` function
+in worker threads (ONNX Runtime releases the GIL while it runs).
+
+Scheduling (after TEI / Infinity practice, with an explicit fairness rule):
+
+* Every request keeps its sequences in its own FIFO queue. Admission is all-or-nothing against
+  ``max_queue`` (queued sequences of all requests together); beyond it ``submit`` raises
+  :class:`~service.contract.errors.Overloaded` at once.
+* Requests are ranked "least recently served first": a request's rank is the index of the last
+  batch that held one of its sequences (ties: older request first). A new request ranks as if it
+  had last been served two batches before it arrived, so it beats every request served since, and
+  it gets into the very next batch even behind a huge upload; since that head start is bounded,
+  an old request is never starved by a stream of new ones.
+* Each batch is cut from a candidate window of up to ``window`` sequences built round-robin over
+  the pending requests in rank order (the head of each request, then the second item of each, ...).
+  The candidates are sorted by length and the batch is a contiguous run of that order: it starts
+  at the anchor, the head of the top-ranked request (so every batch serves that request), and
+  grows to whichever neighbour adds the least padding, while ``len(batch) * longest`` stays within
+  ``max_batch_tokens``, ``len(batch)`` within ``max_batch_size``, and the batch's padded tokens
+  within twice its real tokens (no short sequence is dragged into a batch of long ones when it
+  would cost far more than it is worth). A sequence longer than the whole budget runs alone.
+  Candidates not taken stay queued in their request's original order.
+* Once work is queued the scheduler waits up to ``max_wait_ms`` after the first item arrived for
+  more to come, unless a full batch is already queued. At most ``workers`` batches are in flight;
+  while they run, the scheduler already waits for the next slot with the queue filling behind it.
+* A request that times out or whose awaiting task is cancelled has its queued sequences removed at
+  once (they never run). If ``run_batch`` raises, every request with a sequence in that batch gets
+  :class:`~service.contract.errors.InferenceFailed` (and its other queued sequences are dropped); other
+  requests are unaffected. Rows are delivered to the awaiting coroutines from the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import operator
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from service.contract.errors import DnabertError, InferenceFailed, NotReady, Overloaded, RequestTimeout
+
+__all__ = [
+    "BatchObserver",
+    "BatcherConfig",
+    "DynamicBatcher",
+    "NullObserver",
+    "RunBatch",
+]
+
+logger = logging.getLogger(__name__)
+
+RunBatch = Callable[[list[Sequence[int]]], np.ndarray]
+"""Blocking: returns one output row per input sequence, in the same order (e.g. (B, k) scores)."""
+
+# A batch may hold at most this many padded tokens per real token (unless it has one sequence).
+_MAX_PADDING_FACTOR = 2.0
+# Throughput for the Retry-After estimate is measured over batches that ended this recently.
+_THROUGHPUT_HORIZON_S = 60.0
+_MAX_RETRY_AFTER_S = 60.0
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    max_batch_tokens: int = 16384
+    """Padded-token budget: ``len(batch) * max(len(seq))`` stays within it (a single sequence
+    longer than the budget still runs, alone)."""
+    max_batch_size: int = 128
+    max_wait_ms: float = 2.0
+    """How long to wait for more work after the first item arrives, unless a full batch is
+    already queued."""
+    window: int = 1024
+    """How many queued sequences are considered (and sorted by length) when cutting a batch."""
+    max_queue: int = 4096
+    """Most queued sequences (all requests together); beyond it ``submit`` raises Overloaded."""
+    workers: int = 1
+    """Batches running concurrently (threads of the executor)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_size", "window", "max_queue", "workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BatcherConfig.{name} must be a positive integer, got {value!r}")
+        if not self.max_wait_ms >= 0:
+            raise ValueError(f"BatcherConfig.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+
+
+class BatchObserver(Protocol):
+    """Optional metrics hooks; called from the event-loop thread."""
+
+    def batch_done(self, *, size: int, padded_tokens: int, real_tokens: int,
+                   queue_seconds: list[float], run_seconds: float, failed: bool) -> None: ...
+
+    def queue_depth(self, depth: int) -> None: ...
+
+    def dropped(self, n: int, reason: str) -> None:
+        """``n`` queued sequences were removed without running; ``reason`` is one of
+        ``cancelled``, ``timeout``, ``failed`` (a batch with another of the request's sequences
+        failed) or ``shutdown``."""
+
+
+class NullObserver:
+    def batch_done(self, *, size: int, padded_tokens: int, real_tokens: int,
+                   queue_seconds: list[float], run_seconds: float, failed: bool) -> None:
+        pass
+
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+    def dropped(self, n: int, reason: str) -> None:
+        pass
+
+
+class _Request:
+    __slots__ = ("id", "future", "pending", "rows", "remaining", "last_served", "enqueued_at")
+
+    def __init__(self, rid: int, future: asyncio.Future, n: int, last_served: int, now: float):
+        self.id = rid
+        self.future = future
+        self.pending: deque[_Item] = deque()
+        self.rows: list[np.ndarray | None] = [None] * n
+        self.remaining = n
+        self.last_served = last_served
+        self.enqueued_at = now
+
+
+# Least recently served first; ties: the older request first.
+_RANK = operator.attrgetter("last_served", "id")
+
+
+class _Item:
+    __slots__ = ("request", "index", "seq", "length")
+
+    def __init__(self, request: _Request, index: int, seq: Sequence[int]):
+        self.request = request
+        self.index = index
+        self.seq = seq
+        self.length = len(seq)
+
+
+class DynamicBatcher:
+    def __init__(self, name: str, run_batch: RunBatch, config: BatcherConfig = BatcherConfig(),
+                 observer: BatchObserver | None = None,
+                 executor: concurrent.futures.Executor | None = None):
+        self.name = name
+        self.config = config
+        self._run_batch = run_batch
+        self._observer: BatchObserver = observer if observer is not None else NullObserver()
+        self._own_executor = executor is None
+        self._executor = executor
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._closing = False
+        self._started = False
+        # Pending requests (with at least one queued item), in arrival order.
+        self._active: dict[int, _Request] = {}
+        self._next_id = 0
+        self._depth = 0
+        self._queued_tokens = 0
+        self._first_arrival = 0.0
+        self._batches_cut = 0
+        self._inflight: dict[asyncio.Task, list[_Item]] = {}
+        self._recent: deque[tuple[float, float, int]] = deque(maxlen=64)  # (start, end, n items)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError(f"batcher {self.name!r} was already started")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.config.workers)
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.config.workers, thread_name_prefix=f"batcher-{self.name}")
+        self._task = self._loop.create_task(self._schedule(), name=f"batcher-{self.name}")
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Stop accepting work and fail queued requests at once (:class:`NotReady`).
+
+        Batches already running get up to ``grace`` seconds to finish and deliver their rows;
+        after that their requests are failed too and the batcher stops waiting for them (a thread
+        stuck in ``run_batch`` cannot be interrupted).
+        """
+        if self._closing:
+            return
+        self._closing = True
+        shutdown = NotReady(f"model {self.name!r} is shutting down")
+        for req in list(self._active.values()):
+            self._fail(req, shutdown, reason="shutdown")
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # already logged by the scheduler
+                pass
+        if self._inflight:
+            _, still = await asyncio.wait(list(self._inflight), timeout=max(grace, 0.0))
+            for task in still:
+                for item in self._inflight.get(task, ()):
+                    self._fail(item.request, shutdown, reason="shutdown")
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+                logger.warning("batcher %r: stopped with %d batch(es) still running",
+                               self.name, len(still))
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queue_depth(self) -> int:
+        """Sequences queued and not yet handed to a worker."""
+        return self._depth
+
+    # ------------------------------------------------------------------ submission
+
+    async def submit(self, sequences: Sequence[Sequence[int]], *,
+                     timeout: float | None = None) -> np.ndarray:
+        """Run ``sequences`` and return ``np.stack`` of their output rows, in input order."""
+        n = len(sequences)
+        if n == 0:
+            raise ValueError("submit() needs at least one sequence")
+        if not self._started or self._closing or self._loop is None:
+            raise NotReady(f"model {self.name!r} is not running")
+        cfg = self.config
+        if self._depth + n > cfg.max_queue:
+            retry_after = self._retry_after(n)
+            if n > cfg.max_queue:
+                msg = (f"model {self.name!r}: a request of {n} sequences exceeds the queue "
+                       f"capacity of {cfg.max_queue}")
+            else:
+                msg = (f"model {self.name!r} is overloaded ({self._depth} sequences queued); "
+                       f"retry in {retry_after:.0f} s")
+            raise Overloaded(msg, retry_after=retry_after)
+
+        loop = self._loop
+        now = time.monotonic()
+        req = _Request(self._next_id, loop.create_future(), n, self._batches_cut - 2, now)
+        self._next_id += 1
+        tokens = 0
+        for i, seq in enumerate(sequences):
+            item = _Item(req, i, seq)
+            tokens += item.length
+            req.pending.append(item)
+        if self._depth == 0:
+            self._first_arrival = now
+        self._active[req.id] = req
+        self._depth += n
+        self._queued_tokens += tokens
+        self._notify_depth()
+        self._wakeup.set()
+
+        timer = None
+        if timeout is not None:
+            timer = loop.call_later(max(timeout, 0.0), self._expire, req, timeout)
+        try:
+            return await req.future
+        except asyncio.CancelledError:
+            if not req.future.done():
+                req.future.cancel()
+            self._drop(req, "cancelled")
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._drop(req, "cancelled")  # no-op unless something unexpected left items queued
+
+    def _expire(self, req: _Request, timeout: float) -> None:
+        if req.future.done():
+            return
+        req.future.set_exception(
+            RequestTimeout(f"model {self.name!r}: request timed out after {timeout:g} s"))
+        self._drop(req, "timeout")
+
+    def _drop(self, req: _Request, reason: str) -> None:
+        """Remove the request's queued items (they will never run)."""
+        self._active.pop(req.id, None)
+        n = len(req.pending)
+        if n == 0:
+            return
+        tokens = sum(item.length for item in req.pending)
+        req.pending.clear()
+        self._depth -= n
+        self._queued_tokens -= tokens
+        self._call_observer("dropped", n, reason)
+        self._notify_depth()
+
+    def _fail(self, req: _Request, error: DnabertError, *, reason: str) -> None:
+        if not req.future.done():
+            req.future.set_exception(error)
+        self._drop(req, reason)
+
+    def _retry_after(self, n: int) -> float:
+        """Seconds until enough of the queue has drained for ``n`` more sequences to fit."""
+        now = time.monotonic()
+        recent = [r for r in self._recent if now - r[1] <= _THROUGHPUT_HORIZON_S]
+        excess = self._depth + n - self.config.max_queue
+        seconds = 1.0
+        if recent:
+            span = max(r[1] for r in recent) - min(r[0] for r in recent)
+            done = sum(r[2] for r in recent)
+            if span > 0 and done > 0:
+                seconds = excess / (done / span)
+        return float(min(_MAX_RETRY_AFTER_S, max(1.0, math.ceil(seconds))))
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _batch_full(self) -> bool:
+        cfg = self.config
+        return self._depth >= cfg.max_batch_size or self._queued_tokens >= cfg.max_batch_tokens
+
+    async def _schedule(self) -> None:
+        assert self._wakeup is not None and self._slots is not None
+        wakeup, slots = self._wakeup, self._slots
+        try:
+            while not self._closing:
+                await slots.acquire()
+                launched = False
+                try:
+                    while self._depth == 0:
+                        wakeup.clear()
+                        await wakeup.wait()
+                    # Wait for more work, counting from the arrival of the first queued item.
+                    deadline = self._first_arrival + self.config.max_wait_ms / 1000.0
+                    while self._depth and not self._batch_full():
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        wakeup.clear()
+                        try:
+                            await asyncio.wait_for(wakeup.wait(), remaining)
+                        except asyncio.TimeoutError:
+                            break
+                    batch = self._cut()
+                    if batch:
+                        task = self._loop.create_task(self._execute(batch))
+                        self._inflight[task] = batch
+                        launched = True
+                finally:
+                    if not launched:
+                        slots.release()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("batcher %r: scheduler crashed", self.name)
+            self._closing = True
+            broken = InferenceFailed(f"inference failed for model {self.name!r}")
+            for req in list(self._active.values()):
+                self._fail(req, broken, reason="failed")
+            raise
+
+    def _window(self) -> list[_Item]:
+        """Up to ``window`` queued items, round-robin over requests in rank order."""
+        limit = self.config.window
+        requests = sorted(self._active.values(), key=_RANK)
+        if len(requests) >= limit:  # the heads alone fill the window
+            return [req.pending[0] for req in requests[:limit]]
+        window: list[_Item] = []
+        iterators = [iter(req.pending) for req in requests]
+        while iterators and len(window) < limit:
+            still = []
+            for it in iterators:
+                item = next(it, None)
+                if item is None:
+                    continue
+                window.append(item)
+                if len(window) >= limit:
+                    break
+                still.append(it)
+            iterators = still
+        return window
+
+    def _cut(self) -> list[_Item]:
+        """Choose the next batch and take its items out of the queue."""
+        window = self._window()
+        if not window:
+            return []
+        cfg = self.config
+        budget, max_size = cfg.max_batch_tokens, cfg.max_batch_size
+        # Sorted by length; ties keep window order (rank, then round-robin position).
+        order = sorted(range(len(window)), key=lambda i: (window[i].length, i))
+        lengths = [window[i].length for i in order]
+        lo = hi = order.index(0)  # the anchor: head of the top-ranked request
+        longest = lengths[hi]
+        real = longest
+        n = 1
+        m = len(order)
+        while n < max_size:
+            # (added padding, side, new length, new longest) of each neighbour that fits.
+            options = []
+            if lo > 0:
+                new_len = lengths[lo - 1]
+                options.append((longest - new_len, 0, new_len, longest))
+            if hi + 1 < m:
+                new_len = lengths[hi + 1]
+                options.append(((new_len - longest) * n, 1, new_len, new_len))
+            options = [o for o in options
+                       if (n + 1) * o[3] <= budget
+                       and (n + 1) * o[3] <= _MAX_PADDING_FACTOR * (real + o[2])]
+            if not options:
+                break
+            _, side, new_len, longest = min(options)
+            if side == 0:
+                lo -= 1
+            else:
+                hi += 1
+            real += new_len
+            n += 1
+
+        chosen = order[lo:hi + 1]
+        batch = [window[i] for i in sorted(chosen)]
+        # Remove the taken items; the others stay queued in their request's original order.
+        # A request's candidates are the first items of its queue, so its taken items are found
+        # by popping from the left until all of them have been seen.
+        taken_per_request: dict[int, set[int]] = {}
+        for item in batch:
+            taken_per_request.setdefault(item.request.id, set()).add(item.index)
+        batch_index = self._batches_cut
+        self._batches_cut += 1
+        for rid, indexes in taken_per_request.items():
+            req = self._active[rid]
+            req.last_served = batch_index
+            pending = req.pending
+            keep = []
+            left = len(indexes)
+            while left:
+                item = pending.popleft()
+                if item.index in indexes:
+                    left -= 1
+                else:
+                    keep.append(item)
+            pending.extendleft(reversed(keep))
+            if not pending:
+                del self._active[rid]
+        self._depth -= len(batch)
+        self._queued_tokens -= real
+        self._notify_depth()
+        return batch
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        loop = self._loop
+        sequences = [item.seq for item in batch]
+        started = time.monotonic()
+        queue_seconds = [started - item.request.enqueued_at for item in batch]
+        out: np.ndarray | None = None
+        try:
+            try:
+                result = await loop.run_in_executor(self._executor, self._run_batch, sequences)
+                out = np.asarray(result)
+                if out.ndim == 0 or out.shape[0] != len(batch):
+                    raise ValueError(f"run_batch returned shape {out.shape} for a batch of "
+                                     f"{len(batch)} sequences")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("batcher %r: batch of %d sequences failed", self.name,
+                                 len(batch))
+                out = None
+            ended = time.monotonic()
+            failed = out is None
+            if not failed:
+                self._recent.append((started, ended, len(batch)))
+            longest = max(item.length for item in batch)
+            self._call_observer(
+                "batch_done", size=len(batch), padded_tokens=longest * len(batch),
+                real_tokens=sum(item.length for item in batch), queue_seconds=queue_seconds,
+                run_seconds=ended - started, failed=failed)
+            self._deliver(batch, out)
+        finally:
+            self._inflight.pop(asyncio.current_task(), None)
+            self._slots.release()
+
+    def _deliver(self, batch: list[_Item], out: np.ndarray | None) -> None:
+        if out is None:
+            error = InferenceFailed(f"inference failed for model {self.name!r}")
+            for item in batch:
+                self._fail(item.request, error, reason="failed")
+            return
+        for i, item in enumerate(batch):
+            req = item.request
+            if req.future.done():  # timed out, cancelled or failed elsewhere
+                continue
+            req.rows[item.index] = out[i]
+            req.remaining -= 1
+            if req.remaining == 0:
+                try:
+                    req.future.set_result(np.stack(req.rows))
+                except Exception:
+                    logger.exception("batcher %r: inconsistent output rows", self.name)
+                    req.future.set_exception(
+                        InferenceFailed(f"inference failed for model {self.name!r}"))
+                req.rows = []
+
+    # ------------------------------------------------------------------ observer
+
+    def _notify_depth(self) -> None:
+        self._call_observer("queue_depth", self._depth)
+
+    def _call_observer(self, method: str, *args, **kwargs) -> None:
+        try:
+            getattr(self._observer, method)(*args, **kwargs)
+        except Exception:
+            logger.exception("batcher %r: observer.%s failed", self.name, method)

@@ -1,0 +1,371 @@
+"""The work behind the endpoints: models, batchers, normalisation, tokenization, results.
+
+Routes call :class:`InferenceService`; it never sees HTTP. Parsing, normalisation and
+tokenization run in a thread pool (off the event loop); each model's sessions run in its
+:class:`~service.runtime.batcher.DynamicBatcher`'s worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service.contract.card import CARD_FILE
+from service.contract.errors import (
+    DnabertError,
+    InferenceFailed,
+    InvalidFasta,
+    ModelArtifactError,
+    ModelNotFound,
+    ModelUnavailable,
+    NotReady,
+)
+from service.contract.fasta import FastaRecord
+from service.contract.prepare import Prepared, prepare
+from service.contract.results import (
+    LncRnaResponse,
+    LncRnaResult,
+    LncRnaScores,
+    PromoterResponse,
+    PromoterResult,
+)
+from service.contract.tasks import ALL, LNCRNA, PROMOTER, TASKS
+from service.metrics import ServiceMetrics
+from service.runtime.batcher import BatcherConfig, DynamicBatcher, RunBatch
+from service.runtime.model import OnnxModel, load_card
+from service.runtime.session import RuntimeUnavailable, choose_providers
+from service.settings import Settings, effective_batching
+
+log = logging.getLogger("dnabert.service")
+
+@dataclass
+class LoadedModel:
+    task: str
+    name: str
+    model: OnnxModel
+    precision: str
+    batcher: DynamicBatcher
+    ready: bool = False
+    tokenizer_key: str = field(default="")
+
+
+def discover(models_dir: Path) -> list[tuple[str, str, Path]]:
+    """(task, name, folder) of every ``<task>/<name>/card.json`` below ``models_dir``.
+
+    A folder beside them without a ``card.json`` (not an exported model, or an export still being
+    written: the card is written last) is skipped with a warning that names it.
+    """
+    if not models_dir.is_dir():
+        raise ModelArtifactError(f"models directory {models_dir} does not exist")
+    found = []
+    for card in sorted(models_dir.glob(f"*/*/{CARD_FILE}")):
+        found.append((card.parent.parent.name, card.parent.name, card.parent))
+    if not found:
+        raise ModelArtifactError(f"{models_dir}: no model folders (<task>/<name>/{CARD_FILE})")
+    for task_dir in sorted({folder.parent for _, _, folder in found}):
+        for other in sorted(p for p in task_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+            if not (other / CARD_FILE).is_file():
+                log.warning("skipping %s: no %s (not an exported model folder, or an export in progress)",
+                            other, CARD_FILE)
+    return found
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]*")
+
+
+def public_reason(message: str, folder: Path, label: str, models_dir: Path) -> str:
+    """A load failure's message for clients: the folder written as ``task/name``, no server paths."""
+    for path in sorted({str(folder), str(folder.resolve())}, key=len, reverse=True):
+        message = message.replace(path, label)
+    for path in sorted({str(models_dir), str(models_dir.resolve())}, key=len, reverse=True):
+        message = message.replace(path, "<models_dir>")
+    return _ABSOLUTE_PATH.sub("<path>", message)
+
+
+class InferenceService:
+    """Loads every model folder, runs a warm-up batch through each, serves predictions.
+
+    A folder that cannot be loaded or warmed up stops start-up with an error that names it,
+    unless ``allow_partial_start`` is set: then it is logged, left out and listed in
+    :attr:`failed`, and the healthy models serve.
+    """
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics | None = None):
+        self.settings = settings
+        self.metrics = metrics or ServiceMetrics()
+        self.models: dict[tuple[str, str], LoadedModel] = {}
+        self.failed: dict[tuple[str, str], str] = {}  # (task, name) -> reason, without server paths
+        self.providers: list[str] = []
+        self.started = False
+        self._cpu = ThreadPoolExecutor(max_workers=settings.tokenizer_threads, thread_name_prefix="tokenize")
+
+    # -- life cycle -------------------------------------------------------------------------
+    def _broken(self, task: str, name: str, folder: Path, exc: BaseException) -> None:
+        """A model folder failed to load or warm up: raise (default) or record it and go on."""
+        if isinstance(exc, DnabertError):
+            message = exc.message
+        else:  # a bug or a library error: keep its first line, not its traceback
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            message = f"{folder}: cannot load the model: {type(exc).__name__}" + (f": {first}" if first else "")
+        if str(folder) not in message:
+            message = f"{folder}: {message}"
+        if not self.settings.allow_partial_start:
+            if isinstance(exc, ModelArtifactError) and exc.message == message:
+                raise exc
+            raise ModelArtifactError(message) from exc
+        log.error("model %s/%s is not served: %s", task, name, message)
+        self.failed[(task, name)] = public_reason(message, folder, f"{task}/{name}", self.settings.models_dir)
+
+    def _load(self) -> None:
+        s = self.settings
+        try:
+            self.providers = choose_providers(s.device)
+        except RuntimeUnavailable as exc:
+            raise ModelArtifactError(str(exc)) from exc
+        gpu = self.providers[0] == "CUDAExecutionProvider"
+        precision = s.precision if s.precision != "auto" else ("fp16" if gpu else "fp32")
+        threads, max_batch_size = effective_batching(s, gpu)
+        log.info("batching: %d worker(s) per model, %s intra-op threads each, at most %d sequences "
+                 "and %d padded tokens per batch", s.workers, threads or "default", max_batch_size,
+                 s.max_batch_tokens)
+        config = BatcherConfig(max_batch_tokens=s.max_batch_tokens, max_batch_size=max_batch_size,
+                               max_wait_ms=s.max_wait_ms, window=s.batch_window, max_queue=s.max_queue,
+                               workers=s.workers)
+        for task, name, folder in discover(s.models_dir):
+            try:
+                card_precision = load_card(folder).serving_precision(precision)
+                model = OnnxModel(folder, providers=self.providers, precision=card_precision, threads=threads)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
+                self._broken(task, name, folder, exc)
+                continue
+            # Requests to several models are tokenized once per distinct tokenizer: the same
+            # file *and* the same tokenization entry (kind, k, truncation) of the card.
+            tokenizer_key = model.card.sha256[model.card.files["tokenizer"]] + json.dumps(
+                model.card.tokenization.entry(), sort_keys=True)
+            batcher = DynamicBatcher(f"{task}/{name}", self.batch_runner(model), config,
+                                     observer=self.metrics.observer(f"{task}/{name}"))
+            self.models[(task, name)] = LoadedModel(task, name, model, card_precision, batcher,
+                                                    tokenizer_key=tokenizer_key)
+            log.info("loaded %s/%s from %s (%s, %s)", task, name, folder, model.providers[0], card_precision)
+        self._check_default(s.models_dir)
+
+    def _check_default(self, models_dir: Path) -> None:
+        """The default promoter model must be there whenever promoter models are served."""
+        promoter = {name for (task, name) in [*self.models, *self.failed] if task == PROMOTER}
+        default = self.settings.default_promoter_model
+        if promoter and default not in promoter and default != ALL:
+            message = (f"{models_dir / PROMOTER}: the default promoter model {default!r} "
+                       f"(DNABERT_DEFAULT_PROMOTER_MODEL) is not there; found: {', '.join(sorted(promoter))}")
+            if not self.settings.allow_partial_start:
+                raise ModelArtifactError(message)
+            log.error("%s", message)
+            self.failed[(PROMOTER, default)] = (
+                f"the default promoter model {default!r} is not in the models folder")
+        if not self.models and self.failed:
+            raise ModelArtifactError(f"{models_dir}: no model could be loaded: "
+                                     + "; ".join(f"{t}/{n}: {r}" for (t, n), r in sorted(self.failed.items())))
+
+    @staticmethod
+    def batch_runner(model: OnnxModel) -> RunBatch:
+        """What a model's batcher runs for each batch: pad, run the session, activate."""
+        return model.scores
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._cpu, self._load)
+            for lm in self.models.values():
+                await lm.batcher.start()
+            await self.warm_up()
+        except BaseException:
+            await self.stop()  # no batcher left running behind a failed start
+            raise
+        self.started = True
+        if self.failed:
+            log.warning("serving %d models; not serving %s", len(self.models),
+                        ", ".join(f"{t}/{n}" for t, n in sorted(self.failed)))
+
+    async def warm_up(self) -> None:
+        """A real batch through every model before readiness (TEI-style health check)."""
+        probe = [FastaRecord("warmup-1", "warmup-1", "ACGT" * 75, 1),
+                 FastaRecord("warmup-2", "warmup-2", "TTGACAGCTAGCTCAGTCCTAGGTATAATGCTAGC" * 3, 3)]
+        for key, lm in list(self.models.items()):
+            try:
+                prep = prepare(probe, lm.model.tokenizer)
+                out = await lm.batcher.submit(prep.tokens, timeout=self.settings.request_timeout_s * 5)
+                if not np.all(np.isfinite(out)):
+                    raise ModelArtifactError(f"{lm.model.folder}: warm-up produced non-finite scores")
+            except Exception as exc:  # noqa: BLE001
+                if not isinstance(exc, ModelArtifactError):
+                    exc = ModelArtifactError(f"{lm.model.folder}: the warm-up batch failed "
+                                             f"({getattr(exc, 'message', type(exc).__name__)})")
+                try:
+                    self._broken(lm.task, lm.name, lm.model.folder, exc)
+                finally:
+                    if key in self.failed:  # left out: stop its batcher now
+                        del self.models[key]
+                        await lm.batcher.stop()
+                self._check_default(self.settings.models_dir)
+                continue
+            lm.ready = True
+
+    async def stop(self) -> None:
+        self.started = False  # not ready from now on: requests get 503 not_ready, /readyz 503
+        for lm in self.models.values():
+            await lm.batcher.stop()
+        self._cpu.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def default_available(self) -> bool:
+        """The promoter model that answers requests without ``model=`` is loaded (or no promoter
+        model is configured at all)."""
+        promoter = self.task_models(PROMOTER)
+        default = self.settings.default_promoter_model
+        if default == ALL:
+            return bool(promoter) and not any(t == PROMOTER for t, _ in self.failed)
+        return (default in promoter and promoter[default].ready) or (
+            not promoter and not any(t == PROMOTER for t, _ in self.failed))
+
+    @property
+    def ready(self) -> bool:
+        """Started, every model warm, nothing failed."""
+        return self.serving and not self.failed
+
+    @property
+    def serving(self) -> bool:
+        """Started with at least one model, every loaded model warm, the default one among them."""
+        return (self.started and bool(self.models) and all(m.ready for m in self.models.values())
+                and self.default_available)
+
+    # -- prediction -------------------------------------------------------------------------
+    def task_models(self, task: str) -> dict[str, LoadedModel]:
+        return {name: lm for (t, name), lm in self.models.items() if t == task}
+
+    def _unavailable(self, task: str, names: list[str]) -> ModelUnavailable:
+        which = ", ".join(f"{task}/{n}" for n in names)
+        return ModelUnavailable(f"model {which} failed to load at start-up and is not served; see /readyz")
+
+    def default_model(self, task: str) -> str | None:
+        return self.settings.default_promoter_model if task == PROMOTER else TASKS[task].default_model
+
+    def resolve(self, task: str, name: str | None) -> list[LoadedModel]:
+        """The loaded models that answer ``model=name`` for ``task`` (several for ``all``)."""
+        if not self.started:
+            raise NotReady("the service is starting: models are loading or warming up")
+        spec = TASKS[task]
+        models = self.task_models(task)
+        failed = sorted(n for t, n in self.failed if t == task)
+        name = name or self.default_model(task)
+        if name is None:
+            if len(models) != 1:
+                if not models and failed:
+                    raise self._unavailable(task, failed)
+                raise ModelNotFound(f"choose a model for {task}: {', '.join(sorted(models))}")
+            return list(models.values())
+        if name == ALL and spec.ensemble:
+            broken = [v for v in spec.ensemble if v in failed]
+            if broken:
+                raise self._unavailable(task, broken)
+            chosen = [models[v] for v in spec.ensemble if v in models]
+            if not chosen:
+                raise ModelNotFound(f"no {task} model is loaded")
+            return chosen
+        if name in failed:
+            raise self._unavailable(task, [name])
+        if name not in models:
+            known = ", ".join(sorted(models) + ([ALL] if spec.ensemble else []))
+            raise ModelNotFound(f"unknown {task} model {name!r}; available: {known}")
+        return [models[name]]
+
+    async def scores(self, records: Sequence[FastaRecord], models: list[LoadedModel],
+                     timeout: float | None) -> tuple[Prepared, list[np.ndarray]]:
+        """The one prediction path: records -> normalise + tokenize (once per distinct tokenizer,
+        off the event loop) -> each model's batcher -> session -> activation, as (N, k) scores
+        per model. If one model fails or the caller is cancelled, the others' queued work is
+        withdrawn."""
+        if not records:
+            raise InvalidFasta("no records")
+        loop = asyncio.get_running_loop()
+        prepared: dict[str, Prepared] = {}
+        for lm in models:
+            if lm.tokenizer_key not in prepared:
+                prepared[lm.tokenizer_key] = await loop.run_in_executor(
+                    self._cpu, prepare, records, lm.model.tokenizer)
+        work = [asyncio.ensure_future(lm.batcher.submit(prepared[lm.tokenizer_key].tokens, timeout=timeout))
+                for lm in models]
+        try:
+            outs = await asyncio.gather(*work)
+        except BaseException as exc:
+            for w in work:
+                w.cancel()
+            await asyncio.gather(*work, return_exceptions=True)
+            if isinstance(exc, InferenceFailed):
+                raise InferenceFailed(f"{exc.message}: the inference batch that held this request's sequences "
+                                      "failed in the runtime; other requests are not affected, retry later") from None
+            raise
+        return prepared[models[0].tokenizer_key], [*outs]
+
+    async def predict(self, task: str, records: Sequence[FastaRecord], model: str | None = None,
+                      thresholds: dict[str, float] | None = None) -> PromoterResponse | LncRnaResponse:
+        """Predictions of ``task`` for ``records``: what ``POST /predict/{task}`` answers."""
+        start = time.perf_counter()
+        models = self.resolve(task, model)
+        prep, outs = await self.scores(records, models, self.settings.request_timeout_s)
+        build = _promoter_response if task == PROMOTER else _lncrna_response
+        result = build(self.settings, models, prep, outs, thresholds or {})
+        self.metrics.request_latency.labels(task).observe(time.perf_counter() - start)
+        return result
+
+    async def predict_promoter(self, records: Sequence[FastaRecord], model: str | None = None,
+                               threshold: float | None = None) -> PromoterResponse:
+        return await self.predict(PROMOTER, records, model, None if threshold is None else {"promoter": threshold})
+
+    async def predict_lncrna(self, records: Sequence[FastaRecord], model: str | None = None,
+                             thresholds: dict[str, float] | None = None) -> LncRnaResponse:
+        return await self.predict(LNCRNA, records, model, thresholds)
+
+
+def _promoter_response(settings: Settings, models: list[LoadedModel], prep: Prepared, outs: list[np.ndarray],
+                       thresholds: dict[str, float]) -> PromoterResponse:
+    """One probability per record: the model's, or with several models (``all``) their mean."""
+    threshold = thresholds.get("promoter", settings.promoter_threshold)
+    probs = np.stack([o[:, 0] for o in outs], axis=1)  # (N, n_models)
+    name = ALL if len(models) > 1 else models[0].name
+    results = []
+    for i, rid in enumerate(prep.ids):
+        p = float(probs[i].mean())
+        results.append(PromoterResult(
+            id=rid, length=prep.lengths[i], probability=p,
+            label="promoter" if p >= threshold else "non_promoter", model=name,
+            variant_probabilities={m.name: float(probs[i, j]) for j, m in enumerate(models)} if len(models) > 1 else None,
+            truncated=prep.truncated[i], ambiguous_bases=prep.ambiguous[i], flags=prep.flags(i),
+        ))
+    return PromoterResponse(model=name, threshold=threshold, count=len(results), results=results)
+
+
+def _lncrna_response(settings: Settings, models: list[LoadedModel], prep: Prepared, outs: list[np.ndarray],
+                     thresholds: dict[str, float]) -> LncRnaResponse:
+    """A sigmoid score per label; the locations are the labels at or over their threshold."""
+    (lm,), (scores,) = models, outs
+    labels = lm.model.card.labels
+    th = {**settings.lncrna_thresholds, **thresholds}
+    results = []
+    for i, rid in enumerate(prep.ids):
+        row = {label: float(scores[i, j]) for j, label in enumerate(labels)}
+        results.append(LncRnaResult(
+            id=rid, length=prep.lengths[i], scores=LncRnaScores(**row),
+            locations=[label for label in labels if row[label] >= th.get(label, 0.5)],
+            truncated=prep.truncated[i], ambiguous_bases=prep.ambiguous[i], flags=prep.flags(i),
+            model=lm.name,
+        ))
+    return LncRnaResponse(model=lm.name, thresholds={k: th.get(k, 0.5) for k in labels},
+                          count=len(results), results=results)

@@ -1,0 +1,251 @@
+"""Fuzzing: property-based tests of the normaliser and the FASTA reader, hostile bytes through the
+whole HTTP stack, and schemathesis against the service's own OpenAPI schema.
+
+* :func:`service.contract.sequence.normalize_sequence`: any text gives a normalised sequence or an
+  :class:`InvalidSequence` naming the record and a position that really holds a bad character;
+  normalising is idempotent and blind to case, U/T and whitespace.
+* :func:`service.contract.fasta.read_fasta_bytes`: documents written with any line ending (LF, CRLF, CR),
+  width and case read back as written (``tests/service/test_fasta.py`` has the any-bytes property).
+* The HTTP stack: any bytes, sent raw, as a multipart upload or as JSON, get 200 or a 4xx in the
+  error shape, never a 5xx, from a real uvicorn server.
+* schemathesis: generated requests (schema-valid and schema-invalid) for every operation of
+  ``/openapi.json``; no 5xx, documented status codes and content types, responses that match
+  their schemas, invalid requests refused.
+
+The server runs in a thread of the test process on a loopback port, with small limits.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.contract.errors import DnabertError, InvalidSequence
+from service.contract.fasta import parse_fasta, read_fasta_bytes
+from service.contract.sequence import AMBIGUITY_CODES, normalize_sequence
+from tests.service.robustness import (
+    LNCRNA,
+    PROMOTER,
+    ThreadedServer,
+    make_settings,
+    needs_models,
+    no_leak,
+    small_models_dir,
+)
+
+PROPERTY = settings(max_examples=300, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+HTTP_PROPERTY = settings(max_examples=120, deadline=None, database=None, derandomize=True,
+                         suppress_health_check=list(HealthCheck))
+ALLOWED = set("ACGTUNRYSWKMBDHV")
+
+# ------------------------------------------------------------------------------------------
+# the normaliser
+
+_nucleotide_text = st.text(alphabet="ACGTUNRYSWKMBDHVacgtunryswkmbdhv \t\r\n", max_size=300)
+_any_text = st.one_of(st.text(max_size=200), _nucleotide_text,
+                      st.builds(lambda a, b, c: a + b + c, _nucleotide_text, st.text(max_size=3), _nucleotide_text))
+
+
+@PROPERTY
+@given(raw=_any_text, record_id=st.text(min_size=1, max_size=20))
+def test_normaliser_returns_a_sequence_or_names_the_record_and_position(raw, record_id):
+    try:
+        norm = normalize_sequence(raw, record_id)
+    except InvalidSequence as exc:
+        assert exc.code == "invalid_sequence" and exc.http_status == 422
+        assert exc.record_id == record_id and repr(record_id) in exc.message
+        compact = "".join(raw.split())
+        if not compact:
+            assert exc.position is None and "empty" in exc.message
+        else:
+            bad = compact[exc.position - 1]
+            assert bad.upper() not in ALLOWED, (bad, exc.message)
+            assert all(c.upper() in ALLOWED for c in compact[: exc.position - 1])
+            assert repr(bad) in exc.message
+        return
+    compact = "".join(raw.split())
+    assert set(norm.sequence) <= set("ACGTN")
+    assert len(norm) == len(compact) > 0
+    assert norm.n_ambiguous == norm.sequence.count("N") == sum(c.upper() in AMBIGUITY_CODES for c in compact)
+    for a, b in zip(compact.upper(), norm.sequence, strict=True):
+        assert b == ({"U": "T"}.get(a) or ("N" if a in AMBIGUITY_CODES else a))
+
+
+@PROPERTY
+@given(raw=_nucleotide_text.filter(lambda t: t.strip()))
+def test_normaliser_is_idempotent_and_blind_to_case_rna_and_whitespace(raw):
+    norm = normalize_sequence(raw)
+    assert normalize_sequence(norm.sequence) == norm
+    assert normalize_sequence(raw.lower()) == norm == normalize_sequence(raw.upper())
+    assert normalize_sequence(raw.replace("T", "U").replace("t", "u")) == norm
+    spaced = " \n".join(raw[i:i + 7] for i in range(0, len(raw), 7))
+    assert normalize_sequence(spaced) == norm
+
+
+# ------------------------------------------------------------------------------------------
+# the FASTA reader: round trips with every line ending
+
+_ids = st.text(alphabet=st.characters(whitelist_categories=("L", "N"), whitelist_characters="_-.|:/()[]"),
+               min_size=1, max_size=24)
+_seqs = st.text(alphabet="ACGTUNRYacgtunry", min_size=1, max_size=400)
+
+
+@PROPERTY
+@given(records=st.lists(st.tuples(_ids, _seqs), min_size=1, max_size=10, unique_by=lambda r: r[0]),
+       newline=st.sampled_from(["\n", "\r\n", "\r"]), width=st.integers(1, 120), gz=st.booleans(),
+       trailing=st.booleans(), bom=st.booleans())
+def test_fasta_round_trips_with_any_line_ending(records, newline, width, gz, trailing, bom):
+    lines = []
+    for rid, seq in records:
+        lines.append(f">{rid} description of {rid}")
+        lines.extend(seq[i:i + width] for i in range(0, len(seq), width))
+    text = newline.join(lines) + (newline if trailing else "")
+    data = ("\ufeff" if bom else "").encode() + text.encode()
+    if gz:
+        data = gzip.compress(data)
+    got = read_fasta_bytes(data, max_bytes=len(text.encode()) + 3, max_records=len(records),
+                           max_sequence_length=max(len(s) for _, s in records))
+    assert [(r.id, r.sequence) for r in got] == records
+    assert [r.description for r in got] == [f"{rid} description of {rid}" for rid, _ in records]
+    header_lines = [i + 1 for i, line in enumerate(lines) if line.startswith(">")]
+    assert [r.line for r in got] == header_lines
+    assert parse_fasta(text) == got
+
+
+@PROPERTY
+@given(data=st.binary(max_size=400), limit=st.integers(0, 500))
+def test_any_bytes_are_records_or_a_domain_error(data, limit):
+    try:
+        records = read_fasta_bytes(data, max_bytes=limit, max_records=50, max_sequence_length=300)
+    except DnabertError as exc:
+        assert 400 <= exc.http_status < 500 and exc.message
+        return
+    assert records and all(r.id and r.sequence for r in records)
+
+
+# ------------------------------------------------------------------------------------------
+# a real server
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    settings_ = make_settings(small_models_dir(tmp, "base", "cnn", lncrna=True), max_upload_bytes=16 * 1024,
+                              max_records=20, max_sequence_length=5000, max_queue=2000)
+    with ThreadedServer(settings_) as srv:
+        yield srv
+
+
+_fasta_noise = st.lists(st.sampled_from(
+    [">", ">a", ">b c", "\n", "\r\n", "\r", "ACGT", "acgu", "NNNN", "RYKM", "X", "1", "-", "*", ";c", " ", "\t",
+     "\x00", "é", "\ufeff", "\u2028", "\x1f\x8b"]), max_size=60).map("".join)
+_bodies = st.one_of(st.binary(max_size=2000), _fasta_noise.map(str.encode),
+                    _fasta_noise.map(lambda t: gzip.compress(t.encode())),
+                    st.binary(max_size=64).map(lambda b: gzip.compress(b)[: max(1, len(b))]))
+
+
+@needs_models
+@HTTP_PROPERTY
+@given(body=_bodies, form=st.sampled_from(["raw", "gzip-header", "multipart", "json-raw", "json-field"]),
+       path=st.sampled_from([PROMOTER, LNCRNA]))
+def test_any_bytes_through_http_get_200_or_a_clean_4xx(server, body, form, path):
+    if form == "raw":
+        kwargs = dict(content=body, headers={"Content-Type": "text/plain"})
+    elif form == "gzip-header":
+        kwargs = dict(content=body, headers={"Content-Type": "text/x-fasta", "Content-Encoding": "gzip"})
+    elif form == "multipart":
+        kwargs = dict(files={"file": ("x.fa", body, "application/octet-stream")})
+    elif form == "json-raw":
+        kwargs = dict(content=body, headers={"Content-Type": "application/json"})
+    else:
+        text = body.decode("utf-8", errors="replace")
+        kwargs = dict(json={"sequences": [{"id": "fuzz", "sequence": text}]})
+    resp = httpx.post(server.base + path, timeout=60.0, **kwargs)
+    assert resp.status_code == 200 or 400 <= resp.status_code < 500, (resp.status_code, resp.text[:300])
+    assert resp.headers.get("x-request-id")
+    if resp.status_code != 200:
+        err = resp.json()["error"]
+        assert err["code"] and err["message"] and err["request_id"] == resp.headers["x-request-id"]
+        no_leak(resp.text)
+    else:
+        data = resp.json()
+        assert data["count"] == len(data["results"]) > 0
+
+
+# ------------------------------------------------------------------------------------------
+# schemathesis
+
+try:
+    import schemathesis
+    from schemathesis import checks as st_checks
+    from schemathesis.generation import GenerationMode
+except ImportError:  # the 'test' extra installs it
+    schemathesis = None
+
+needs_schemathesis = pytest.mark.skipif(schemathesis is None, reason="schemathesis is not installed")
+SCHEMA_PROPERTY = settings(max_examples=100, deadline=None, database=None, derandomize=True,
+                           suppress_health_check=list(HealthCheck))
+
+
+def _operations():
+    if schemathesis is None:
+        return None, [], []
+    from service.api.app import create_app
+
+    spec = create_app(make_settings()).openapi()
+    schema = schemathesis.openapi.from_dict(json.loads(json.dumps(spec)))
+    ops = [result.ok() for result in schema.get_all_operations()]
+    modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    # operations without parameters or body have no schema-invalid requests
+    params = [(op, m) for op in ops for m in modes if m == GenerationMode.POSITIVE or op.method.upper() == "POST"]
+    return schema, ops, params
+
+
+SCHEMA, OPERATIONS, PARAMS = _operations()
+
+
+def _checks(mode) -> list:
+    checks = [st_checks.not_a_server_error, st_checks.status_code_conformance, st_checks.content_type_conformance,
+              st_checks.response_headers_conformance, st_checks.response_schema_conformance]
+    if mode == GenerationMode.NEGATIVE:
+        checks.append(st_checks.negative_data_rejection)
+    return checks
+
+
+@needs_schemathesis
+def test_schemathesis_covers_every_operation():
+    labels = {op.label for op in OPERATIONS}
+    assert {"POST /predict/promoter", "POST /predict/lncrna-localization", "GET /models", "GET /healthz",
+            "GET /readyz", "GET /metrics"} <= labels
+
+
+@needs_models
+@needs_schemathesis
+@pytest.mark.parametrize(("operation", "mode"), PARAMS,
+                         ids=[f"{re.sub(r'[^a-z]+', '-', op.label.lower()).strip('-')}-{m.value}" for op, m in PARAMS])
+def test_schemathesis_against_the_openapi_schema(server, operation, mode):
+    strategies = [operation.as_strategy(generation_mode=mode)]
+    if mode == GenerationMode.POSITIVE:  # the documented examples (valid FASTA and JSON) reach 200
+        strategies += SCHEMA.get_strategies_from_examples(operation)
+    checks = _checks(mode)
+    statuses = []
+
+    @SCHEMA_PROPERTY
+    @given(case=st.one_of(*strategies))
+    def check(case):
+        resp = case.call(base_url=server.base, timeout=60)
+        statuses.append(resp.status_code)
+        assert resp.status_code < 500, (resp.status_code, resp.text[:300])
+        case.validate_response(resp, checks=checks)
+        no_leak(resp.text)
+
+    check()
+    assert statuses
+    if operation.method.upper() == "POST" and mode == GenerationMode.POSITIVE:
+        assert 200 in statuses  # valid requests were served, not only refused
