@@ -65,11 +65,10 @@ def build_and_export(preset: str, out: Path) -> dict[str, dict]:
     """Random-weight models of ``preset`` exported as servable model folders under ``out``."""
     import torch
 
-    from service.tokenization import SequenceTokenizer, TruncationPolicy
-    from training.dnabert2 import PRESETS
-    from training.export import export_model_folder
-    from training.models import SequenceClassifier
-    from training.train import labels_for
+    from service.contract.tokenization import SequenceTokenizer, TruncationPolicy
+    from training.export.onnx import export_model_folder
+    from training.models.dnabert2 import PRESETS
+    from training.models.heads import SequenceClassifier
 
     made = {}
     for task, variant in HEADS.items():
@@ -83,7 +82,7 @@ def build_and_export(preset: str, out: Path) -> dict[str, dict]:
         model = SequenceClassifier(config, variant).eval()
         folder = out / task / variant
         t = time.perf_counter()
-        export_model_folder(model, tok, folder, name=variant, task=task, labels=labels_for(task),
+        export_model_folder(model, tok, folder, name=variant, task=task,
                             training={"weights": "random (speed benchmark only)", "preset": preset},
                             metrics={}, description=f"{preset} DNABERT-2, random weights, for benchmarks")
         params = sum(p.numel() for p in model.parameters())
@@ -113,29 +112,17 @@ def time_loop(step, sync, seconds: float, min_iters: int = 5) -> float:
 
 
 def bench_ort(folder: Path, tok, n_nt: int, batches: list[int], seconds: float, device: str) -> list[dict]:
-    import onnxruntime as ort
-
-    from service.model_folder import CUDA, OnnxModel, choose_providers, session_options
+    from service.runtime.model import OnnxModel
+    from service.runtime.session import CUDA, choose_providers
 
     providers = choose_providers("gpu" if device == "cuda" else "cpu")
-    model = OnnxModel(folder, providers=providers, precision="fp16" if device == "cuda" else "fp32",
-                      session_options=session_options())
+    model = OnnxModel(folder, providers=providers, precision="fp16" if device == "cuda" else "fp32")
     rows = []
     for bs in batches:
         ids, mask = token_batch(tok, n_nt, bs)
         if device == "cuda":
-            binding = model.session.io_binding()
-            width = model.session.get_outputs()[0].shape[1]
-            width = width if isinstance(width, int) else len(model.card.labels)
-            out = ort.OrtValue.ortvalue_zeros((bs, width), np.float32, "cuda", 0)
-
-            def step(ids=ids, mask=mask, binding=binding, out=out):
-                binding.bind_cpu_input("input_ids", ids)
-                binding.bind_cpu_input("attention_mask", mask)
-                binding.bind_ortvalue_output(model.card.output, out)
-                model.session.run_with_iobinding(binding)
-
-            sync = binding.synchronize_outputs
+            step, sync = model.session.cuda_bound_step({"input_ids": ids, "attention_mask": mask},
+                                                       model.card.output, (bs, len(model.card.labels)))
         else:
             def step(ids=ids, mask=mask):
                 model.run(ids, mask)

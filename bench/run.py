@@ -49,14 +49,14 @@ def timed(fn, min_seconds: float, min_iters: int = 3) -> float:
 
 # --------------------------------------------------------------------------------------------
 def bench_raw_onnx(models_dir: Path, batch_sizes: list[int], seconds: float, threads: int) -> list[dict]:
-    from service.card import ModelCard
-    from service.model_folder import OnnxModel, session_options
+    from service.contract.card import ModelCard
+    from service.runtime.model import OnnxModel
 
     rows = []
     for folder in sorted(models_dir.glob("*/*/card.json")):
         card = ModelCard.load(folder.parent)
         for precision in ["fp32"] + (["int8"] if "graph_int8" in card.files else []):
-            model = OnnxModel(folder.parent, precision=precision, session_options=session_options(threads))
+            model = OnnxModel(folder.parent, precision=precision, threads=threads)
             lnc = model.card.task == "lncrna-localization"
             length = 2292 if lnc else 300
             seqs = random_dna(max(batch_sizes), length, seed=1)
@@ -76,16 +76,16 @@ def bench_torch_eager(models_dir: Path, variant: str, n: int, runs_dir: Path) ->
     """The baseline users have today: PyTorch eager, one sequence at a time."""
     import torch
 
-    from service.card import ModelCard
-    from service.sequence import normalize_sequence
-    from service.tokenization import SequenceTokenizer, TruncationPolicy
+    from service.contract.card import ModelCard
+    from service.contract.sequence import normalize_sequence
+    from service.contract.tokenization import SequenceTokenizer, TruncationPolicy
     from training.checkpoint import is_run_folder, load_classifier
-    from training.dnabert2 import DnaBertConfig
-    from training.models import SequenceClassifier
+    from training.models.dnabert2 import DnaBertConfig
+    from training.models.heads import SequenceClassifier
 
     card = ModelCard.load(models_dir / "promoter" / variant)
     run = runs_dir / f"promoter-{variant}" / "model"
-    kept = card.training.get("selection", {}).get("kept")
+    kept = card.training.selection.kept if card.training.selection else None
     if kept:
         run = runs_dir / kept / "model"
     if is_run_folder(run):
@@ -95,7 +95,7 @@ def bench_torch_eager(models_dir: Path, variant: str, n: int, runs_dir: Path) ->
         torch.manual_seed(0)
         model = SequenceClassifier(DnaBertConfig.from_dict(card.backbone), variant).eval()
         tok = SequenceTokenizer.from_file(models_dir / "promoter" / variant / "tokenizer.json",
-                                          TruncationPolicy(**card.tokenization))
+                                          TruncationPolicy(**{k: v for k, v in card.tokenization.entry().items() if k in TruncationPolicy.__slots__}))
         weights = "same architecture, random weights (run folder not present)"
     seqs = random_dna(n, 300, seed=2)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -112,9 +112,9 @@ def bench_torch_eager(models_dir: Path, variant: str, n: int, runs_dir: Path) ->
 
 
 def bench_front_end(models_dir: Path, n: int) -> dict:
-    from service.fasta import read_fasta_bytes
-    from service.model_folder import OnnxModel
-    from service.sequence import normalize_sequence
+    from service.contract.fasta import read_fasta_bytes
+    from service.contract.prepare import prepare
+    from service.runtime.model import OnnxModel
 
     model = OnnxModel(next(iter(sorted(models_dir.glob("promoter/*/card.json")))).parent)
     body = fasta(random_dna(n, 300, seed=3)).encode()
@@ -123,9 +123,7 @@ def bench_front_end(models_dir: Path, n: int) -> dict:
         return read_fasta_bytes(body, max_bytes=1 << 31)
 
     def parse_and_tokenize():
-        records = parse()
-        norm = [normalize_sequence(r.sequence, r.id).sequence for r in records]
-        return model.tokenizer.encode(norm)
+        return prepare(parse(), model.tokenizer)  # the service's first stage, as it runs there
 
     t_parse = timed(parse, 1.0)
     t_all = timed(parse_and_tokenize, 1.0)
@@ -219,7 +217,7 @@ def bench_service(models_dir: Path, model: str, loads: list[tuple[int, int]], se
 
 # --------------------------------------------------------------------------------------------
 def machine() -> dict:
-    import onnxruntime as ort
+    from service.runtime import session
 
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -227,8 +225,8 @@ def machine() -> dict:
     except OSError:
         commit = ""
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
-            "providers": ort.get_available_providers(), "commit": commit,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "onnxruntime": session.version(),
+            "providers": session.available_providers(), "commit": commit,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     try:
         import torch

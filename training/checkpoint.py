@@ -17,24 +17,13 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from service.tokenization import SequenceTokenizerLike, TruncationPolicy, tokenizer_from_entry
-from training.architectures import DNABERT2, architecture, build_classifier
-
-TASK_PROMOTER = "promoter"
-TASK_LNCRNA = "lncrna-localization"
-TASKS = (TASK_PROMOTER, TASK_LNCRNA)
-
-
-def default_policy(task: str) -> TruncationPolicy:
-    """Promoters: 512 tokens, cut at the 3' end. lncRNA: the last 2,292 nt, at most 482
-    tokens, keeping the 3' end (iLoc-lncRNA-BERT)."""
-    if task == TASK_LNCRNA:
-        return TruncationPolicy(482, "left", 2292, "left")
-    return TruncationPolicy(512, "right", None, "left")
+from service.contract import tasks
+from service.contract.tokenization import SequenceTokenizerLike, tokenizer_from_entry
+from training.models.architectures import DNABERT2, architecture, build_classifier
 
 
 def save_classifier(model: nn.Module, tokenizer: SequenceTokenizerLike, out: Path,
-                    task: str, labels: list[str], extra: dict[str, Any] | None = None) -> Path:
+                    task: str, extra: dict[str, Any] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
@@ -43,7 +32,7 @@ def save_classifier(model: nn.Module, tokenizer: SequenceTokenizerLike, out: Pat
         "task": task,
         "architecture": architecture(model),
         "variant": model.variant,
-        "labels": labels,
+        "labels": list(tasks.task(task).labels),
         "head_dropout": model.head_dropout,
         "backbone": model.config.to_dict(),
         "tokenizer_file": tokenizer.file_name,

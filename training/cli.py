@@ -24,14 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-from training.checkpoint import TASK_LNCRNA, TASK_PROMOTER, TASKS, default_policy
+from service.contract.tasks import TASK_NAMES
+from training.job import TrainJob
 
 
 def _json(obj) -> str:
     return json.dumps(obj, indent=2, default=str)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,199 +58,50 @@ def cmd_check_parity(args) -> int:
 
 
 def cmd_tokenizer(args) -> int:
-    from training.data import lncrna_dataset, promoter_dataset, unlabelled_sequences
-    from training.tokenizer import save_tokenizer, train_bpe_tokenizer
+    from training.tokenizer import train_tokenizer
 
-    held_out = {e.sequence for e in promoter_dataset()["test"]} | {e.sequence for e in lncrna_dataset()["test"]}
-    seqs = unlabelled_sequences(exclude=held_out)
-    tok = train_bpe_tokenizer(seqs, vocab_size=args.vocab_size)
-    save_tokenizer(tok, args.out)
-    print(f"trained BPE tokenizer (vocab {tok.get_vocab_size()}) on {len(seqs)} sequences -> {args.out}")
+    tok, n = train_tokenizer(args.out, vocab_size=args.vocab_size)
+    print(f"trained BPE tokenizer (vocab {tok.get_vocab_size()}) on {n} sequences -> {args.out}")
     return 0
 
 
 def cmd_pretrain(args) -> int:
-    import torch
+    from training.pretrain import pretrain
 
-    from service.tokenization import SequenceTokenizer
-    from training.data import lncrna_dataset, promoter_dataset, unlabelled_sequences
-    from training.dnabert2 import PRESETS
-    from training.pretrain import pretrain_mlm
-    from training.train import seed_everything
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    held_out = {e.sequence for e in promoter_dataset()["test"]} | {e.sequence for e in lncrna_dataset()["test"]}
-    seqs = unlabelled_sequences(exclude=held_out)
-    tok = SequenceTokenizer.from_file(args.tokenizer)
-    config = PRESETS[args.preset]
-    config.vocab_size = tok.vocab_size
-    report = pretrain_mlm(seqs, tok, config, Path(args.out), steps=args.steps,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    report = pretrain(args.tokenizer, args.out, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
+                      lr=args.lr, seed=args.seed, threads=args.threads)
     print(_json(report))
     return 0
 
 
-def _load_data(args, task: str):
-    from training.data import file_dataset, lncrna_dataset, promoter_dataset
-
-    if args.train:
-        data = file_dataset(Path(args.train), task, Path(args.dev) if args.dev else None,
-                            Path(args.test) if args.test else None)
-    elif task == TASK_LNCRNA:
-        data = lncrna_dataset()
-    else:
-        data = promoter_dataset()
-    if args.limit:
-        data.splits = {k: v[: args.limit] for k, v in data.splits.items()}
-        data.description["limit"] = args.limit
-    if not data["test"]:
-        data.splits["test"] = data["dev"]
-        data.description["test_is_dev"] = True
-    return data
-
-
-def _tokenizer_and_backbone(args, task: str, data):
-    from service.tokenization import SequenceTokenizer
-    from training.dnabert2 import PRESETS, DnaBertConfig
-    from training.tokenizer import train_bpe_tokenizer
-
-    policy = default_policy(task)
-    if args.max_tokens:
-        policy = type(policy)(args.max_tokens, policy.truncation_side, policy.max_nucleotides,
-                              policy.nucleotide_truncation_side)
-    if args.init_from:
-        ckpt = Path(args.init_from)
-        tok = SequenceTokenizer.from_file(ckpt / "tokenizer.json", policy)
-        if (ckpt / "classifier.json").is_file():  # a fine-tuned run's model/ folder: reuse its backbone
-            return tok, DnaBertConfig.from_dict(json.loads((ckpt / "classifier.json").read_text())["backbone"])
-        return tok, DnaBertConfig.from_json(ckpt / "config.json")
-    config = DnaBertConfig.from_dict(PRESETS[args.preset].to_dict())
-    if args.tokenizer:
-        tok = SequenceTokenizer.from_file(args.tokenizer, policy)
-    else:
-        tok = SequenceTokenizer(train_bpe_tokenizer([e.sequence for e in data["train"]], args.vocab_size), policy)
-    config.vocab_size = tok.vocab_size
-    return tok, config
-
-
-# Learning rates when --lr / --head-lr are not given: (backbone, head).
-DEFAULT_LR = {"dnabert2": (5e-4, 1e-3), "dnabert1": (1e-3, 1e-3), "dnabert1-pretrained": (5e-5, 1e-3),
-              "onehot": (2e-3, 2e-3)}
-
-
-def _dnabert1_model(args):
-    """A DNABERT (v1) classifier and its k-mer tokenizer: from a checkpoint directory (a user's
-    DNA_bert_6 or a run's model/ folder) or from a preset."""
-    from training.dnabert1 import (
-        MAX_TOKENS,
-        Dnabert1Classifier,
-        default_policy,
-        load_encoder_state,
-        make_tokenizer,
-        preset,
-    )
-
-    max_tokens = args.max_tokens or MAX_TOKENS
-    if args.init_from and (Path(args.init_from) / "classifier.json").is_file():
-        from safetensors.torch import load_file
-
-        from training.dnabert1 import Dnabert1Config
-
-        ckpt = Path(args.init_from)
-        meta = json.loads((ckpt / "classifier.json").read_text())
-        config = Dnabert1Config.from_dict(meta["backbone"])
-        model = Dnabert1Classifier(config, args.variant, args.head_dropout)
-        info = {"init_from": str(ckpt), "k": config.k,
-                **load_encoder_state(model, load_file(str(ckpt / "model.safetensors")))}
-        tok = make_tokenizer(config.k, ckpt / "vocab.txt", default_policy(max_tokens))
-    elif args.init_from:
-        from training.dnabert1 import load_pretrained
-
-        model, tok, info = load_pretrained(args.init_from, args.variant, args.head_dropout, default_policy(max_tokens))
-        config = model.config
-    else:
-        config = preset(args.preset, args.kmer)
-        model = Dnabert1Classifier(config, args.variant, args.head_dropout)
-        tok = make_tokenizer(config.k, policy=default_policy(max_tokens))
-        info = {"init_from": None, "k": config.k}
-    if max_tokens > config.max_position_embeddings:
-        raise ValueError(f"--max-tokens {max_tokens} is more than the model's "
-                         f"{config.max_position_embeddings} position embeddings")
-    return model, tok, {**info, "preset": None if args.init_from else args.preset}
-
-
-def _onehot_model(args):
-    from training.baselines import MAX_TOKENS, build_baseline, config_for, make_tokenizer
-
-    if args.init_from:
-        raise ValueError("the one-hot baselines train from scratch; --init-from is for DNABERT checkpoints")
-    tok = make_tokenizer(args.max_tokens or MAX_TOKENS)
-    model = build_baseline(config_for(tok, args.preset), args.variant, args.head_dropout)
-    return model, tok, {"init_from": None, "preset": args.preset}
+def train_job(args) -> TrainJob:
+    """The job that ``dnabert-train train`` arguments describe."""
+    return TrainJob(
+        task=args.task, variant=args.variant, train=_path(args.train), dev=_path(args.dev), test=_path(args.test),
+        limit=args.limit, init_from=args.init_from, preset=args.preset, kmer=args.kmer,
+        tokenizer=_path(args.tokenizer), vocab_size=args.vocab_size, max_tokens=args.max_tokens,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
+        head_dropout=args.head_dropout, patience=args.patience, eval_every=args.eval_every,
+        max_minutes=args.max_minutes, seed=args.seed, threads=args.threads, run_dir=_path(args.run_dir),
+        export=_path(args.export), name=args.name, fp16=not args.no_fp16)
 
 
 def cmd_train(args) -> int:
-    from training.architectures import DNABERT1, DNABERT2, architecture_of, tokenization_note
-    from training.checkpoint import load_classifier
-    from training.export import export_model_folder
-    from training.train import TrainConfig, build_model, labels_for, seed_everything, train_classifier
+    from training.train import train
 
-    task = args.task
-    variant = args.variant or ("lncrna" if task == TASK_LNCRNA else "base")
-    arch = architecture_of(variant)
-    if arch != DNABERT2 and task != TASK_PROMOTER:
-        raise ValueError(f"{variant} is a promoter (two-class) model; --task {task} needs a DNABERT-2 variant")
-    args.variant = variant
-    seed_everything(args.seed)
-    data = _load_data(args, task)
-    if arch == DNABERT2:
-        tok, config = _tokenizer_and_backbone(args, task, data)
-        model, initialised = build_model(config, variant, args.head_dropout,
-                                         Path(args.init_from) if args.init_from else None)
-        extra = {"init_from": args.init_from, "pooler_initialised": initialised,
-                 "preset": None if args.init_from else args.preset}
-    elif arch == DNABERT1:
-        model, tok, extra = _dnabert1_model(args)
-    else:
-        model, tok, extra = _onehot_model(args)
-    lr_key = "dnabert1-pretrained" if arch == DNABERT1 and args.init_from else arch
-    lr = args.lr if args.lr is not None else DEFAULT_LR[lr_key][0]
-    head_lr = args.head_lr if args.head_lr is not None else DEFAULT_LR[lr_key][1]
-    cfg = TrainConfig(task=task, variant=variant, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=lr, head_lr=head_lr, patience=args.patience,
-                      eval_every=args.eval_every, max_minutes=args.max_minutes, seed=args.seed,
-                      head_dropout=args.head_dropout, threads=args.threads,
-                      extra={"architecture": arch, **extra})
-    run_dir = Path(args.run_dir or f"runs/{task}-{variant}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = train_classifier(model, tok, data, cfg, run_dir)
-    print(_json({"run_dir": str(run_dir), **summary}))
-    if args.export:
-        model, tok, meta = load_classifier(run_dir / "model")
-        card = export_model_folder(
-            model, tok, Path(args.export), name=args.name or variant, task=task,
-            labels=labels_for(task), training=meta["training"], metrics=meta["metrics"],
-            fp16=not args.no_fp16, tokenization_note=tokenization_note(arch))
+    result = train(train_job(args))
+    print(_json(result.report()))
+    if result.card is not None:
         print(f"exported {args.export} (ONNX vs PyTorch max abs diff "
-              f"{card.export['parity_vs_pytorch']['max_abs_diff']:.2e})")
+              f"{result.card.export.parity_vs_pytorch.max_abs_diff:.2e})")
     return 0
 
 
 def cmd_export(args) -> int:
-    from training.architectures import architecture, tokenization_note
-    from training.checkpoint import load_classifier
-    from training.export import export_model_folder
-    from training.train import labels_for
+    from training.export.onnx import export_run, export_summary
 
-    model, tok, meta = load_classifier(args.run)
-    card = export_model_folder(model, tok, Path(args.out), name=args.name or meta["variant"],
-                               task=meta["task"], labels=labels_for(meta["task"]),
-                               training=meta.get("training", {}), metrics=meta.get("metrics", {}),
-                               fp16=not args.no_fp16, description=args.description,
-                               tokenization_note=tokenization_note(architecture(model)))
-    print(_json({"out": args.out, "files": card.files, "parity": card.export["parity_vs_pytorch"]["max_abs_diff"],
-                 "fp16": card.export["fp16"]}))
+    card = export_run(args.run, args.out, name=args.name, description=args.description, fp16=not args.no_fp16)
+    print(_json(export_summary(args.out, card)))
     return 0
 
 
@@ -268,7 +123,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from training.quantize import quantize_models
+    from training.export.quantize import quantize_models
 
     figures = quantize_models(Path(args.models), op_types=args.op_types, speed_seconds=args.speed_seconds,
                               only=args.only)
@@ -330,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("train", help="fine-tune one classifier (and optionally export it)")
-    s.add_argument("--task", choices=TASKS, default=TASK_PROMOTER)
+    s.add_argument("--task", choices=TASK_NAMES, default=TrainJob.task)
     s.add_argument("--variant", help="DNABERT-2: base, cnn, bilstm, cnn_bilstm_max, cnn_bilstm_avg (promoter) "
                                      "or lncrna; DNABERT (v1): dnabert1_linear1, dnabert1_linear2; one-hot "
                                      "baselines: onehot_cnn_gru, onehot_cnn, onehot_gru (promoter)")
@@ -341,22 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", help="DNABERT-2 checkpoint directory (config.json, tokenizer.json, weights), "
                                        "a DNABERT (v1) one such as DNA_bert_6 (config.json, vocab.txt, weights) "
                                        "for dnabert1_*, or a fine-tuned run's model/ folder whose backbone to start from")
-    s.add_argument("--preset", default="small", help="size without --init-from: small or tiny; also dnabert2-117m "
-                                                     "(DNABERT-2) and dnabert-6 (DNABERT v1, 768/12/12)")
-    s.add_argument("--kmer", type=int, default=6, choices=(3, 4, 5, 6), help="k of a DNABERT (v1) model from a preset")
+    s.add_argument("--preset", default=TrainJob.preset,
+                   help="size without --init-from: small or tiny; also dnabert2-117m (DNABERT-2) and dnabert-6 "
+                        "(DNABERT v1, 768/12/12)")
+    s.add_argument("--kmer", type=int, default=TrainJob.kmer, choices=(3, 4, 5, 6),
+                   help="k of a DNABERT (v1) model from a preset")
     s.add_argument("--tokenizer", help="tokenizer.json to use without --init-from (else one is trained)")
-    s.add_argument("--vocab-size", type=int, default=4096)
+    s.add_argument("--vocab-size", type=int, default=TrainJob.vocab_size)
     s.add_argument("--max-tokens", type=int)
-    s.add_argument("--epochs", type=int, default=8)
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--epochs", type=int, default=TrainJob.epochs)
+    s.add_argument("--batch-size", type=int, default=TrainJob.batch_size)
     s.add_argument("--lr", type=float, help="backbone learning rate; default 5e-4 (DNABERT-2), 1e-3 (DNABERT v1 "
                                             "from a preset, 5e-5 from a checkpoint), 2e-3 (one-hot baselines)")
     s.add_argument("--head-lr", type=float, help="head learning rate; default 1e-3 (2e-3 for the baselines)")
-    s.add_argument("--head-dropout", type=float, default=0.1)  # the baselines: 0.2 in compare
-    s.add_argument("--patience", type=int, default=3)
-    s.add_argument("--eval-every", type=int, default=0)
+    s.add_argument("--head-dropout", type=float, default=TrainJob.head_dropout)  # the baselines: 0.2 in compare
+    s.add_argument("--patience", type=int, default=TrainJob.patience)
+    s.add_argument("--eval-every", type=int, default=TrainJob.eval_every)
     s.add_argument("--max-minutes", type=float)
-    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--seed", type=int, default=TrainJob.seed)
     s.add_argument("--threads", type=int)
     s.add_argument("--run-dir")
     s.add_argument("--export", help="model folder to export the trained model to")
@@ -386,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("quantize", help="add int8 graphs (CPU) to exported model folders, measured vs fp32 on test data")
     s.add_argument("--models", default="models")
     s.add_argument("--op-types", nargs="+", default=["MatMul", "Gemm"],
-                   help="operators to quantize (LSTM and Conv lose accuracy or speed; see training/quantize.py)")
+                   help="operators to quantize (LSTM and Conv lose accuracy or speed; see training/export/quantize.py)")
     s.add_argument("--speed-seconds", type=float, default=2.0, help="0 skips the fp32/int8 speed check")
     s.add_argument("--only", nargs="*", help="task/name folders, e.g. promoter/cnn_bilstm_max (default: all)")
     s.set_defaults(func=cmd_quantize)

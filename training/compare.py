@@ -22,15 +22,20 @@ import os
 import platform
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
-from training.architectures import DESCRIPTIONS, architecture_of
-from training.baselines import ONEHOT_VARIANTS
-from training.checkpoint import TASK_PROMOTER
-from training.dnabert1 import DNABERT1_VARIANTS
-from training.models import PROMOTER_VARIANTS
+from service.contract.card import ModelCard, SplitMetrics, Tokenization
+from service.contract.tasks import PROMOTER, PROMOTER_VARIANTS
+from service.runtime.model import OnnxModel
+from service.runtime.offline import batcher_config, predict_sequences
+from training.embedded import build_embedded
+from training.export.onnx import export_run, export_summary
+from training.job import TrainJob
+from training.models.architectures import DESCRIPTIONS, architecture_of
+from training.models.baselines import ONEHOT_VARIANTS
+from training.models.dnabert1 import DNABERT1_VARIANTS
+from training.train import train
 
 NEW_VARIANTS = (*DNABERT1_VARIANTS, *ONEHOT_VARIANTS)
 
@@ -76,75 +81,64 @@ def measure_throughput(folder: Path, batch: int = 32, length: int = 300, seconds
     """Sequences per second of one exported model folder with ONNX Runtime on the CPU.
 
     ``graph_seq_per_s``: the ONNX graph alone on one padded batch (as ``bench/run.py``'s raw ONNX
-    figure); ``predict_seq_per_s``: normalise + tokenize + run + softmax (:meth:`OnnxModel.predict`).
+    figure); ``predict_seq_per_s``: normalise + tokenize + batch + run + activate
+    (:func:`service.runtime.offline.predict_sequences`, the service's prediction path).
     Both are medians of repeated calls after one warm-up call.
     """
-    from service.model_folder import OnnxModel, session_options
-
-    model = OnnxModel(folder, session_options=session_options(threads or 0))
+    model = OnnxModel(folder, threads=threads or 0)
     seqs = random_dna(batch, length, seed)
     ids, mask = model.tokenizer.pad([e.ids for e in model.tokenizer.encode(seqs)])
+    config = batcher_config(max_batch_size=batch)
     graph = _median_seconds(lambda: model.run(ids, mask), seconds)
-    predict = _median_seconds(lambda: model.predict(seqs, batch_size=batch), seconds)
+    predict = _median_seconds(lambda: predict_sequences(model, seqs, config=config), seconds)
     return {"batch": batch, "length": length, "tokens": int(ids.shape[1]), "threads": threads or "all",
             "graph_seq_per_s": batch / graph, "predict_seq_per_s": batch / predict,
             "graph_latency_ms": 1000 * graph}
 
 
-def _train_args(variant: str, run_dir: Path, recipe: dict) -> SimpleNamespace:
-    base = dict(task=TASK_PROMOTER, variant=variant, train=None, dev=None, test=None, limit=None,
-                init_from=None, preset="small", tokenizer=None, vocab_size=4096, max_tokens=None,
-                kmer=6, seed=42, threads=None, run_dir=str(run_dir), export=None, name=None, no_fp16=False)
-    base.update(recipe)
-    return SimpleNamespace(**base)
-
-
 def train_one(variant: str, runs: Path, quick: bool = False) -> Path:
     """Train one new model on the promoter split (skipped when its run has finished)."""
-    from training.cli import cmd_train
-
     run_dir = runs / variant
     if not (run_dir / "metrics.json").is_file():
         recipe = dict(RECIPES[variant])
         if quick:
             recipe.update(QUICK)
-        cmd_train(_train_args(variant, run_dir, recipe))
+        result = train(TrainJob(task=PROMOTER, variant=variant, run_dir=run_dir, **recipe))
+        print(json.dumps(result.report(), indent=2, default=str))
     return run_dir
 
 
-def export_one(variant: str, run_dir: Path, out: Path) -> None:
-    from training.cli import cmd_export
-
-    cmd_export(SimpleNamespace(run=str(run_dir / "model"), out=str(out), name=variant,
-                               description=DESCRIPTIONS[variant], no_fp16=False))
-    card = json.loads((out / "card.json").read_text())
-    card["training"]["initialised_from"] = "random initialisation (no pre-training)"
-    card["training"]["command"] = "dnabert-train compare"
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+def export_one(variant: str, run_dir: Path, out: Path) -> ModelCard:
+    card = export_run(run_dir / "model", out, name=variant, description=DESCRIPTIONS[variant])
+    print(json.dumps(export_summary(out, card), indent=2, default=str))
+    card.training.initialised_from = "random initialisation (no pre-training)"
+    card.training.command = "dnabert-train compare"
+    card.save(out)
+    return card
 
 
 def row_from_card(folder: Path, family: str) -> dict:
-    from service.card import ModelCard
-
     card = ModelCard.load(folder)
-    m = card.metrics
+
+    def split(name: str) -> dict:
+        return card.metrics.get(name, SplitMetrics()).model_dump()
+
     return {
         "model": card.name, "family": family, "folder": str(folder),
-        "parameters": card.head.get("parameters"),
-        "train_seconds": card.training.get("train_seconds"),
-        "train_cpu_seconds": card.training.get("train_cpu_seconds"),
-        "initialised_from": card.training.get("initialised_from", ""),
-        "dev": m.get("dev", {}), "hl_test": m.get("hl_test", {}), "gue_test": m.get("gue_test", {}),
-        "test": m.get("test", {}),
+        "parameters": card.head.parameters,
+        "train_seconds": card.training.train_seconds,
+        "train_cpu_seconds": card.training.train_cpu_seconds,
+        "initialised_from": card.training.initialised_from or "",
+        "dev": split("dev"), "hl_test": split("hl_test"), "gue_test": split("gue_test"), "test": split("test"),
         "graph_mb": (folder / card.files["graph"]).stat().st_size / 2**20,
         "tokenization": token_label(card.tokenization),
     }
 
 
-def token_label(tokenization: dict) -> str:
-    if tokenization.get("kind", "bpe") == "bpe":
+def token_label(tokenization: Tokenization) -> str:
+    if tokenization.kind == "bpe":
         return "BPE"
-    return f"{tokenization['k']}-mer" if tokenization["k"] > 1 else "base"
+    return f"{tokenization.k}-mer" if tokenization.k > 1 else "base"
 
 
 FAMILY = {"dnabert2": "DNABERT-2", "dnabert1": "DNABERT (6-mer)", "onehot": "one-hot baseline"}
@@ -155,8 +149,6 @@ def run_compare(models: Path, runs: Path, output: Path, only: list[str] | None =
     start = time.monotonic()
     runs.mkdir(parents=True, exist_ok=True)
     if retrain_dnabert2:
-        from training.embedded import build_embedded
-
         build_embedded(models, runs / "dnabert2", only=list(PROMOTER_VARIANTS), quick=quick)
     variants = [v for v in NEW_VARIANTS if not only or v in only]
     unknown = sorted(set(only or ()) - set(NEW_VARIANTS))
@@ -164,11 +156,11 @@ def run_compare(models: Path, runs: Path, output: Path, only: list[str] | None =
         raise ValueError(f"compare trains {', '.join(NEW_VARIANTS)}; not {', '.join(unknown)}")
     folders: list[tuple[str, Path]] = []
     for v in PROMOTER_VARIANTS:
-        if (models / TASK_PROMOTER / v / "card.json").is_file():
-            folders.append(("dnabert2", models / TASK_PROMOTER / v))
+        if (models / PROMOTER / v / "card.json").is_file():
+            folders.append(("dnabert2", models / PROMOTER / v))
     for v in variants:
         run_dir = train_one(v, runs, quick)
-        out = models / TASK_PROMOTER / v if export else run_dir / "export"
+        out = models / PROMOTER / v if export else run_dir / "export"
         export_one(v, run_dir, out)
         folders.append((architecture_of(v), out))
     rows = []
@@ -186,9 +178,7 @@ def run_compare(models: Path, runs: Path, output: Path, only: list[str] | None =
         "seconds": round(time.monotonic() - start, 1),
     }
     if rows:
-        from service.card import ModelCard
-
-        result["split"] = ModelCard.load(Path(rows[0]["folder"])).training.get("data", {})
+        result["split"] = ModelCard.load(Path(rows[0]["folder"])).training.data or {}
     (runs / "comparison.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     write_markdown(output, result)
     return result

@@ -5,7 +5,7 @@ Formats:
 * FASTA whose headers start with 0/1 digits, one per label (iLoc-lncRNA-BERT style:
   ``>110|...`` = nucleus and cytoplasm, in the order nucleus, cytoplasm, extracellular vesicle).
 
-Every sequence is normalised with :func:`service.sequence.normalize_sequence`, exactly as the
+Every sequence is normalised with :func:`service.contract.sequence.normalize_sequence`, exactly as the
 service does, so training and serving see the same text.
 """
 
@@ -20,11 +20,10 @@ from pathlib import Path
 
 from Bio import SeqIO
 
-from service.errors import InvalidFasta
-from service.sequence import normalize_sequence
-
-LNCRNA_LABELS = ("nucleus", "cytoplasm", "extracellular_vesicle")
-PROMOTER_LABELS = ("non_promoter", "promoter")
+from service.contract import tasks
+from service.contract.errors import InvalidFasta
+from service.contract.sequence import normalize_sequence
+from service.contract.tasks import LNCRNA, TASKS
 
 SPLITS = ("train", "dev", "test")
 
@@ -100,11 +99,13 @@ def read_labelled_fasta(path: str | Path, n_labels: int = 3, source: str | None 
 
 
 def read_labelled(path: str | Path, task: str) -> list[Example]:
-    """CSV for promoter data, FASTA for lncRNA data (chosen by file suffix)."""
+    """CSV for promoter data, FASTA for lncRNA data (chosen by file suffix): one 0/1 digit per
+    label in the headers of a multi-label task, one digit for a single-class one."""
     path = Path(path)
     if path.suffix.lower() in (".csv", ".tsv"):
         return read_csv(path)
-    return read_labelled_fasta(path, n_labels=len(LNCRNA_LABELS) if task != "promoter" else 1)
+    spec = tasks.task(task)
+    return read_labelled_fasta(path, n_labels=len(spec.labels) if spec.activation == "sigmoid" else 1)
 
 
 def _hash_fraction(sequence: str, salt: str) -> float:
@@ -219,7 +220,7 @@ def lncrna_dataset(root: Path | None = None, dev_fraction: float = 0.15, salt: s
             f"{dev_fraction:.0%} dev; test: iloc_lnclocformer_test.fasta; a sequence in both "
             "is kept only in test"
         ),
-        "labels": list(LNCRNA_LABELS),
+        "labels": list(TASKS[LNCRNA].labels),
         **stats,
     }
     return Dataset(splits, desc)
@@ -267,3 +268,10 @@ def unlabelled_sequences(root: Path | None = None, exclude: Iterable[str] = ()) 
     for ex in read_labelled_fasta(base / "lncrna" / "iloc_homo_train.fasta"):
         seqs[ex.sequence] = None
     return [s for s in seqs if s not in excluded]
+
+
+def pretraining_sequences(root: Path | None = None) -> list[str]:
+    """:func:`unlabelled_sequences` without any sequence of the promoter or lncRNA test splits:
+    what the BPE tokenizer and the masked-LM backbone learn from."""
+    held_out = {e.sequence for e in promoter_dataset(root)["test"]} | {e.sequence for e in lncrna_dataset(root)["test"]}
+    return unlabelled_sequences(root, exclude=held_out)

@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
-from training.checkpoint import TASK_LNCRNA, TASK_PROMOTER
-from training.models import LNCRNA_VARIANT, PROMOTER_VARIANTS
+from service.contract.card import Selection
+from service.contract.tasks import LNCRNA, LNCRNA_VARIANT, PROMOTER, PROMOTER_VARIANTS
+from training.export.onnx import export_run, export_summary
+from training.job import TrainJob
+from training.models.architectures import DESCRIPTIONS
+from training.pretrain import pretrain
+from training.tokenizer import train_tokenizer
+from training.train import dev_score, train
 
 PROMOTER_RECIPE = dict(epochs=4, batch_size=32, lr=5e-4, head_lr=1e-3, patience=3, eval_every=200,
                        max_minutes=6.0, head_dropout=0.1)
@@ -32,39 +37,20 @@ LNCRNA_RECIPE = dict(epochs=40, batch_size=16, lr=3e-4, head_lr=1e-3, patience=8
 LNCRNA_HEAD_ONLY_RECIPE = dict(LNCRNA_RECIPE, lr=0.0, head_lr=2e-3, epochs=60, patience=12)
 PRETRAIN_STEPS = 2500
 
-DESCRIPTIONS = {
-    "base": "DNABERT-2 sequence classifier: pooler, dropout, linear",
-    "cnn": "Conv1d(H->2H, k=3), ReLU, MaxPool(2), BatchNorm, dropout, first pooled position, linear",
-    "bilstm": "BiLSTM(128 per direction), each sequence's last valid step, linear",
-    "cnn_bilstm_max": "CNN block with max pooling, then BiLSTM, last valid step, linear",
-    "cnn_bilstm_avg": "CNN block with average pooling, then BiLSTM, last valid step, linear",
-    LNCRNA_VARIANT: "iLoc-lncRNA-BERT head: masked mean, dropout, H->64, dropout, 64->3, sigmoid",
-}
-
-
-def _train_args(**kw) -> SimpleNamespace:
-    base = dict(train=None, dev=None, test=None, limit=None, init_from=None, preset="small",
-                tokenizer=None, vocab_size=4096, max_tokens=None, seed=42, threads=None,
-                run_dir=None, export=None, name=None, no_fp16=False, kmer=6)
-    base.update(kw)
-    return SimpleNamespace(**base)
-
 
 def build_embedded(models: Path, runs: Path, only: list[str] | None = None, quick: bool = False) -> None:
-    from training.cli import cmd_pretrain, cmd_tokenizer
-
     runs.mkdir(parents=True, exist_ok=True)
     tokenizer = runs / "tokenizer.json"
     if not tokenizer.is_file():
-        cmd_tokenizer(SimpleNamespace(out=str(tokenizer), vocab_size=4096))
+        tok, n = train_tokenizer(tokenizer, vocab_size=4096)
+        print(f"trained BPE tokenizer (vocab {tok.get_vocab_size()}) on {n} sequences -> {tokenizer}")
     pretrained = runs / "pretrained"
     if not (pretrained / "model.safetensors").is_file():
-        cmd_pretrain(SimpleNamespace(tokenizer=str(tokenizer), out=str(pretrained),
-                                     preset="tiny" if quick else "small",
-                                     steps=20 if quick else PRETRAIN_STEPS, batch_size=64, lr=1e-3,
-                                     seed=13, threads=None))
-    jobs = [(TASK_PROMOTER, v, PROMOTER_RECIPE) for v in PROMOTER_VARIANTS]
-    jobs.append((TASK_LNCRNA, LNCRNA_VARIANT, LNCRNA_RECIPE))
+        report = pretrain(tokenizer, pretrained, preset="tiny" if quick else "small",
+                          steps=20 if quick else PRETRAIN_STEPS, batch_size=64, lr=1e-3, seed=13)
+        print(json.dumps(report, indent=2, default=str))
+    jobs = [(PROMOTER, v, PROMOTER_RECIPE) for v in PROMOTER_VARIANTS]
+    jobs.append((LNCRNA, LNCRNA_VARIANT, LNCRNA_RECIPE))
     for task, variant, recipe in jobs:
         if only and variant not in only:
             continue
@@ -72,60 +58,53 @@ def build_embedded(models: Path, runs: Path, only: list[str] | None = None, quic
         if not (run_dir / "model" / "model.safetensors").is_file():
             _train(run_dir, task, variant, recipe, pretrained, quick)
     # Second pass: the head variants from the promoter-adapted backbone of the base model.
-    base_model = runs / f"{TASK_PROMOTER}-base" / "model"
+    base_model = runs / f"{PROMOTER}-base" / "model"
     for variant in PROMOTER_VARIANTS[1:]:
         if (only and variant not in only) or not (base_model / "model.safetensors").is_file():
             continue
-        run_dir = runs / f"{TASK_PROMOTER}-{variant}-from-base"
+        run_dir = runs / f"{PROMOTER}-{variant}-from-base"
         if not (run_dir / "model" / "model.safetensors").is_file():
-            _train(run_dir, TASK_PROMOTER, variant, PROMOTER_RECIPE, base_model, quick)
+            _train(run_dir, PROMOTER, variant, PROMOTER_RECIPE, base_model, quick)
     if not only or LNCRNA_VARIANT in only:
-        run_dir = runs / f"{TASK_LNCRNA}-{LNCRNA_VARIANT}-head-only"
+        run_dir = runs / f"{LNCRNA}-{LNCRNA_VARIANT}-head-only"
         if not (run_dir / "model" / "model.safetensors").is_file():
-            _train(run_dir, TASK_LNCRNA, LNCRNA_VARIANT, LNCRNA_HEAD_ONLY_RECIPE, pretrained, quick)
+            _train(run_dir, LNCRNA, LNCRNA_VARIANT, LNCRNA_HEAD_ONLY_RECIPE, pretrained, quick)
     for task, variant, _ in jobs:
         if only and variant not in only:
             continue
         candidates = [runs / f"{task}-{variant}", runs / f"{task}-{variant}-from-base",
                       runs / f"{task}-{variant}-head-only"]
         kept = max((c for c in candidates if (c / "metrics.json").is_file()), key=_dev_score)
-        _export(kept, models / task / variant, variant, pretrained, base_model, candidates)
+        _export(kept, models / task / variant, variant, pretrained, candidates)
 
 
 def _dev_score(run_dir: Path) -> float:
-    from training.train import dev_score
-
     meta = json.loads((run_dir / "model" / "classifier.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     return dev_score(meta["task"], metrics["dev"])
 
 
 def _train(run_dir: Path, task: str, variant: str, recipe: dict, init_from: Path, quick: bool) -> None:
-    from training.cli import cmd_train
-
     recipe = dict(recipe)
     if quick:
         recipe.update(epochs=1, eval_every=0, max_minutes=0.5)
-    cmd_train(_train_args(task=task, variant=variant, init_from=str(init_from), run_dir=str(run_dir),
-                          limit=48 if quick else None, **recipe))
+    result = train(TrainJob(task=task, variant=variant, init_from=init_from, run_dir=run_dir,
+                            limit=48 if quick else None, **recipe))
+    print(json.dumps(result.report(), indent=2, default=str))
 
 
-def _export(run_dir: Path, out: Path, variant: str, pretrained: Path, base_model: Path,
-            candidates: list[Path]) -> None:
-    from training.cli import cmd_export
-
-    cmd_export(SimpleNamespace(run=str(run_dir / "model"), out=str(out), name=variant,
-                               description=DESCRIPTIONS[variant], no_fp16=False))
-    card = json.loads((out / "card.json").read_text())
-    card["training"]["pretrained_backbone"] = json.loads((pretrained / "pretrain.json").read_text())
-    card["training"]["initialised_from"] = (
+def _export(run_dir: Path, out: Path, variant: str, pretrained: Path, candidates: list[Path]) -> None:
+    card = export_run(run_dir / "model", out, name=variant, description=DESCRIPTIONS[variant])
+    print(json.dumps(export_summary(out, card), indent=2, default=str))
+    card.training.pretrained_backbone = json.loads((pretrained / "pretrain.json").read_text())
+    card.training.initialised_from = (
         "backbone of the fine-tuned base model (promoter-adapted)" if run_dir.name.endswith("-from-base")
         else "masked-LM pre-trained small backbone, kept frozen (head trained alone)"
         if run_dir.name.endswith("-head-only") else "masked-LM pre-trained small backbone")
-    card["training"]["selection"] = {
-        "rule": "of the runs below, the one with the best dev score (MCC for promoters, macro AUROC for lncRNA)",
-        "dev_scores": {c.name: _dev_score(c) for c in candidates if (c / "metrics.json").is_file()},
-        "kept": run_dir.name,
-    }
-    card["training"]["command"] = "dnabert-train embedded"
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    card.training.selection = Selection(
+        rule="of the runs below, the one with the best dev score (MCC for promoters, macro AUROC for lncRNA)",
+        dev_scores={c.name: _dev_score(c) for c in candidates if (c / "metrics.json").is_file()},
+        kept=run_dir.name,
+    )
+    card.training.command = "dnabert-train embedded"
+    card.save(out)

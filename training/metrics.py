@@ -45,6 +45,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from service.contract import tasks
+
 
 def _safe_ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, or 0.0 when the denominator is zero."""
@@ -197,3 +199,12 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             fields = "  ".join(f"{k}={_fmt(v)}" for k, v in m.items())
             lines.append(f"  {str(name):<{width}}  {fields}")
     return "\n".join(lines)
+
+
+def task_metrics(task_name: str, y_true: Any, scores: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """The metrics of a task's model: binary metrics of P(positive) for a softmax task,
+    multi-label metrics over the task's labels for a sigmoid one."""
+    spec = tasks.task(task_name)
+    if spec.activation == "sigmoid":
+        return multilabel_metrics(y_true, scores, spec.labels, threshold)
+    return binary_metrics(y_true, scores, threshold)

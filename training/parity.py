@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.tokenization import SequenceTokenizer, TruncationPolicy
-from training.dnabert2 import DnaBertConfig, DnaBertModel, find_weights, load_backbone_state, read_state_dict
-
-TOLERANCE = 1e-4
+from service.contract.tokenization import SequenceTokenizer, TruncationPolicy
+from training.models.dnabert2 import (
+    DnaBertConfig,
+    DnaBertModel,
+    find_weights,
+    load_backbone_state,
+    read_state_dict,
+)
 
 
 def run_parity(directory: str | Path, output: str | Path | None = None) -> dict[str, float | None]:

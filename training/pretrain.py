@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from service.tokenization import SequenceTokenizer, TruncationPolicy
-from training.dnabert2 import BertMLMHead, DnaBertConfig, DnaBertModel
+from service.contract.tokenization import SequenceTokenizer, TruncationPolicy
+from training.data import pretraining_sequences
+from training.models.dnabert2 import PRESETS, BertMLMHead, DnaBertConfig, DnaBertModel
+from training.train import seed_everything
 
 
 def mask_tokens(ids: torch.Tensor, special: torch.Tensor, tok: SequenceTokenizer,
@@ -111,3 +113,17 @@ def pretrain_mlm(sequences: list[str], tokenizer: SequenceTokenizer, config: Dna
     }
     (out / "pretrain.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def pretrain(tokenizer: str | Path, out: str | Path, preset: str = "small", steps: int = 3000,
+             batch_size: int = 64, lr: float = 1e-3, seed: int = 13, threads: int | None = None) -> dict:
+    """Masked-LM pre-training of a ``preset`` backbone with the BPE ``tokenizer`` (a
+    ``tokenizer.json``) on every sequence at hand except the test splits; writes the checkpoint
+    directory ``out`` and returns the report."""
+    if threads:
+        torch.set_num_threads(threads)
+    seed_everything(seed)
+    seqs = pretraining_sequences()
+    tok = SequenceTokenizer.from_file(tokenizer)
+    config = DnaBertConfig.from_dict({**PRESETS[preset].to_dict(), "vocab_size": tok.vocab_size})
+    return pretrain_mlm(seqs, tok, config, Path(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed)

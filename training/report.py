@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.card import ModelCard
+from service.contract.card import ModelCard, SplitMetrics
+from service.contract.tasks import LNCRNA, PROMOTER
 
 
 def _f(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def _or_blank(x) -> str:
+    return "" if x is None else str(x)
+
+
+def _split(card: ModelCard, name: str) -> SplitMetrics:
+    """A split's metrics, empty (every figure n/a) when the card has none for it."""
+    return card.metrics.get(name) or SplitMetrics()
+
+
+def _token_label(card: ModelCard) -> str:
+    tok = card.tokenization
+    if tok.kind == "bpe":
+        return "bpe"
+    return f"{tok.k}-mer" if tok.k > 1 else "base"
 
 
 def models_report(models: Path) -> str:
@@ -18,40 +35,39 @@ def models_report(models: Path) -> str:
              "`dnabert-train embedded`; DNABERT (v1, 6-mer) and the one-hot baselines by "
              "`dnabert-train compare` (see docs/comparison.md).",
              "Test splits were never used for training or model selection.", ""]
-    promoter = [c for c in cards if c.task == "promoter"]
+    promoter = [c for c in cards if c.task == PROMOTER]
     if promoter:
-        split = promoter[0].training.get("data", {}).get("split", "")
+        split = (promoter[0].training.data or {}).get("split", "")
         lines += ["## Promoter (300 bp)", "", f"Split: {split}.", "",
                   "| variant | architecture | tokens | backbone start | params | dev MCC | HL test acc | HL test MCC "
                   "| HL test AUROC | GUE test acc | GUE test MCC | GUE test AUROC | train s | graph MB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in promoter:
-            m, hl, gue = c.metrics, c.metrics.get("hl_test", {}), c.metrics.get("gue_test", {})
+            hl, gue = _split(c, "hl_test"), _split(c, "gue_test")
             size = (models / c.task / c.variant / c.files["graph"]).stat().st_size / 2**20
-            tokens = c.tokenization.get("kind", "bpe")
-            if tokens == "kmer":
-                tokens = f"{c.tokenization['k']}-mer" if c.tokenization["k"] > 1 else "base"
             lines.append(
-                f"| {c.variant} | {c.architecture} | {tokens} | {c.training.get('initialised_from', '')} "
-                f"| {c.head.get('parameters', 0):,} "
-                f"| {_f(m['dev'].get('mcc'))} | {_f(hl.get('accuracy'))} | {_f(hl.get('mcc'))} | {_f(hl.get('auroc'))} "
-                f"| {_f(gue.get('accuracy'))} | {_f(gue.get('mcc'))} | {_f(gue.get('auroc'))} "
-                f"| {c.training.get('train_seconds', '')} | {size:.1f} |")
-        n = {k: promoter[0].metrics.get(k, {}).get("n") for k in ("hl_test", "gue_test")}
+                f"| {c.variant} | {c.architecture} | {_token_label(c)} | {_or_blank(c.training.initialised_from)} "
+                f"| {c.head.parameters or 0:,} "
+                f"| {_f(c.metrics['dev'].mcc)} | {_f(hl.accuracy)} | {_f(hl.mcc)} | {_f(hl.auroc)} "
+                f"| {_f(gue.accuracy)} | {_f(gue.mcc)} | {_f(gue.auroc)} "
+                f"| {_or_blank(c.training.train_seconds)} | {size:.1f} |")
+        n = {k: _split(promoter[0], k).n for k in ("hl_test", "gue_test")}
         lines += ["", f"HL test: the hearing-loss test split ({n['hl_test']} sequences); GUE test: the "
                   f"held-out part of the GUE 300 bp pool ({n['gue_test']} sequences).", ""]
-    for c in (c for c in cards if c.task == "lncrna-localization"):
+    for c in (c for c in cards if c.task == LNCRNA):
         t, d = c.metrics["test"], c.metrics["dev"]
-        lines += ["## lncRNA localization", "", f"Split: {c.training.get('data', {}).get('split', '')}.",
-                  f"Backbone: {c.training.get('initialised_from', '')}.", "",
+        lines += ["## lncRNA localization", "", f"Split: {(c.training.data or {}).get('split', '')}.",
+                  f"Backbone: {_or_blank(c.training.initialised_from)}.", "",
                   "| split | n | nucleus AUROC | cytoplasm AUROC | EV AUROC | macro AUROC | micro AUROC "
                   "| Hamming loss | subset acc | labels without positives |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in (("dev", d), ("test (LncLocFormer)", t)):
-            pl = m["per_label"]
+            extra = m.model_extra or {}
+            pl = extra["per_label"]
             lines.append(
-                f"| {name} | {m['n']} | {_f(pl['nucleus']['auroc'])} | {_f(pl['cytoplasm']['auroc'])} "
-                f"| {_f(pl['extracellular_vesicle']['auroc'])} | {_f(m['macro_auroc'])} | {_f(m['micro_auroc'])} "
-                f"| {_f(m['hamming_loss'])} | {_f(m['subset_accuracy'])} | {', '.join(m['labels_without_positives']) or '-'} |")
+                f"| {name} | {m.n} | {_f(pl['nucleus']['auroc'])} | {_f(pl['cytoplasm']['auroc'])} "
+                f"| {_f(pl['extracellular_vesicle']['auroc'])} | {_f(m.macro_auroc)} | {_f(m.micro_auroc)} "
+                f"| {_f(extra['hamming_loss'])} | {_f(extra['subset_accuracy'])} "
+                f"| {', '.join(extra['labels_without_positives']) or '-'} |")
         lines.append("")
     return "\n".join(lines)

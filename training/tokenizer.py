@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
-from service.tokenization import SPECIAL_TOKENS
+from service.contract.tokenization import SPECIAL_TOKENS
+from training.data import pretraining_sequences
 
 PUBLISHED_VOCAB_SIZE = 4096
 
@@ -53,3 +54,12 @@ def save_tokenizer(tok: Tokenizer, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
     return path
+
+
+def train_tokenizer(out: str | Path, vocab_size: int = PUBLISHED_VOCAB_SIZE) -> tuple[Tokenizer, int]:
+    """BPE on every sequence at hand except the test splits, saved to ``out``; returns the
+    tokenizer and the number of sequences it learnt from."""
+    seqs = pretraining_sequences()
+    tok = train_bpe_tokenizer(seqs, vocab_size=vocab_size)
+    save_tokenizer(tok, out)
+    return tok, len(seqs)

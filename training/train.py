@@ -1,4 +1,4 @@
-"""Fine-tuning a classifier (any architecture of :mod:`training.architectures`) with early
+"""Fine-tuning a classifier (any architecture of :mod:`training.models.architectures`) with early
 stopping on a dev split."""
 
 from __future__ import annotations
@@ -16,18 +16,23 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from service.tokenization import SequenceTokenizerLike
-from training.checkpoint import TASK_LNCRNA, TASK_PROMOTER, save_classifier
-from training.data import LNCRNA_LABELS, PROMOTER_LABELS, Dataset, Example
-from training.dnabert2 import DnaBertConfig, find_weights, load_backbone_state, read_state_dict
+from service.contract import tasks
+from service.contract.activation import activate
+from service.contract.tasks import LNCRNA, PROMOTER
+from service.contract.tokenization import SequenceTokenizerLike
+from service.runtime.offline import batcher_config, score_tokens
+from training.build import build, load_data
+from training.checkpoint import save_classifier
+from training.data import Dataset, Example
+from training.export.onnx import export_run
+from training.job import TrainJob, TrainResult
 from training.losses import two_way_multilabel_loss
-from training.metrics import binary_metrics, format_metrics, multilabel_metrics
-from training.models import LNCRNA_VARIANT, SequenceClassifier
+from training.metrics import format_metrics, task_metrics
 
 
 @dataclass
 class TrainConfig:
-    task: str = TASK_PROMOTER
+    task: str = PROMOTER
     variant: str = "base"
     epochs: int = 8
     batch_size: int = 32
@@ -46,75 +51,63 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def labels_for(task: str) -> list[str]:
-    return list(LNCRNA_LABELS) if task == TASK_LNCRNA else list(PROMOTER_LABELS)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def build_model(backbone: DnaBertConfig, variant: str, head_dropout: float,
-                init_from: Path | None) -> tuple[SequenceClassifier, list[str]]:
-    """A classifier, with its backbone loaded from a DNABERT-2 checkpoint dir when given."""
-    model = SequenceClassifier(backbone, variant, head_dropout)
-    initialised: list[str] = []
-    if init_from is not None:
-        initialised = load_backbone_state(model.bert, read_state_dict(find_weights(init_from)))
-    return model, initialised
-
-
-def batches(encoded: list[list[int]], batch_size: int, shuffle: bool, rng: random.Random):
-    """Index batches; when shuffling, sort by length inside windows of 50 batches (less padding)."""
+def shuffled_batches(encoded: list[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Index batches in random order, sorted by length inside windows of 50 batches (less padding)."""
     order = list(range(len(encoded)))
-    if shuffle:
-        rng.shuffle(order)
-        window = batch_size * 50
-        order = [i for w in range(0, len(order), window)
-                 for i in sorted(order[w : w + window], key=lambda j: len(encoded[j]))]
-        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        rng.shuffle(chunks)
-        return chunks
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(order)
+    window = batch_size * 50
+    order = [i for w in range(0, len(order), window)
+             for i in sorted(order[w : w + window], key=lambda j: len(encoded[j]))]
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(chunks)
+    return chunks
 
 
-@torch.no_grad()
-def predict_scores(model: torch.nn.Module, tok: SequenceTokenizerLike, sequences: list[str],
+def predict_scores(model: torch.nn.Module, tok: SequenceTokenizerLike, sequences: list[str], task: str,
                    batch_size: int = 64) -> np.ndarray:
-    """Probabilities: P(promoter) (N,) for promoter models, sigmoid scores (N, 3) for lncRNA."""
+    """The task's scores from a PyTorch classifier: P(positive) (N,) for a softmax task such as
+    promoter, sigmoid scores (N, labels) for a multi-label one such as lncRNA localization.
+
+    The batches are cut by the service's batcher (:func:`service.runtime.offline.score_tokens`)
+    and the logits activated as the card of the exported model will say, so PyTorch and ONNX
+    Runtime scores come out of the same path.
+    """
+    spec = tasks.task(task)
     model.eval()
-    encoded = [e.ids for e in tok.encode(sequences)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    out: list[np.ndarray] = [None] * len(encoded)  # type: ignore[list-item]
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        ids, mask = tok.pad([encoded[i] for i in idx])
-        logits = model(torch.from_numpy(ids), torch.from_numpy(mask)).double()
-        probs = torch.sigmoid(logits) if model.variant == LNCRNA_VARIANT else logits.softmax(-1)[:, 1]
-        for i, p in zip(idx, probs.numpy()):
-            out[i] = p
-    return np.stack(out)
+
+    def run_batch(batch: list[list[int]]) -> np.ndarray:
+        ids, mask = tok.pad(batch)
+        with torch.no_grad():  # the batcher calls this in a worker thread; no_grad is per thread
+            logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        return activate(logits.numpy(), spec.activation, spec.positive_index)
+
+    tokens = [e.ids for e in tok.encode(sequences)]
+    if not tokens:
+        return np.empty((0,) if spec.positive_index is not None else (0, len(spec.labels)))
+    scores = score_tokens(tokens, run_batch, batcher_config(max_batch_size=batch_size))  # (N, k)
+    return scores[:, 0] if spec.positive_index is not None else scores
 
 
 def evaluate_examples(model, tok, examples: list[Example], task: str) -> dict:
-    scores = predict_scores(model, tok, [e.sequence for e in examples])
-    if task == TASK_LNCRNA:
-        y = np.array([e.label for e in examples])
-        return multilabel_metrics(y, scores, LNCRNA_LABELS)
-    return binary_metrics(np.array([e.label for e in examples]), scores)
+    scores = predict_scores(model, tok, [e.sequence for e in examples], task)
+    return task_metrics(task, np.array([e.label for e in examples]), scores)
 
 
 def dev_score(task: str, metrics: dict) -> float:
     """Model selection: MCC for promoters; macro AUROC (the mean over labels with positives and
     negatives) for lncRNA. Micro AUROC is not used: it rewards predicting each label's base rate."""
-    key = metrics.get("macro_auroc") if task == TASK_LNCRNA else metrics.get("mcc")
+    key = metrics.get("macro_auroc") if task == LNCRNA else metrics.get("mcc")
     return float("-inf") if key is None else float(key)
 
 
 def loss_fn(task: str, logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    if task == TASK_LNCRNA:
+    if task == LNCRNA:
         return two_way_multilabel_loss(logits, y.float(), tp=cfg.tp, tn=cfg.tn)
     return F.cross_entropy(logits, y)
 
@@ -165,7 +158,7 @@ def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: D
     curve_file = (run_dir / "curve.jsonl").open("w")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        bar = tqdm(batches(encoded, cfg.batch_size, True, rng), desc=f"{cfg.variant} epoch {epoch}",
+        bar = tqdm(shuffled_batches(encoded, cfg.batch_size, rng), desc=f"{cfg.variant} epoch {epoch}",
                    leave=False, mininterval=5)
         running = []
         for idx in bar:
@@ -226,7 +219,7 @@ def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: D
     (run_dir / "config.json").write_text(json.dumps(
         {"train": asdict(cfg), "data": data.description, "backbone": model.config.to_dict()}, indent=2))
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    save_classifier(model, tok, run_dir / "model", cfg.task, labels_for(cfg.task), extra={
+    save_classifier(model, tok, run_dir / "model", cfg.task, extra={
         "training": {"config": asdict(cfg), "data": data.description,
                      "best_step": best["step"], "steps": step, "train_seconds": round(seconds, 1),
                      "train_cpu_seconds": round(cpu_seconds, 1)},
@@ -235,3 +228,28 @@ def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: D
     for name, m in metrics.items():
         tqdm.write(f"[{cfg.variant}] {name}: {format_metrics(m)}")
     return summary
+
+
+def train_config(job: TrainJob, extra: dict[str, Any]) -> TrainConfig:
+    lr, head_lr = job.learning_rates()
+    return TrainConfig(task=job.task, variant=job.variant, epochs=job.epochs, batch_size=job.batch_size,
+                       lr=lr, head_lr=head_lr, patience=job.patience, eval_every=job.eval_every,
+                       max_minutes=job.max_minutes, seed=job.seed, head_dropout=job.head_dropout,
+                       threads=job.threads, extra={"architecture": job.architecture, **extra})
+
+
+def default_run_dir(job: TrainJob) -> Path:
+    return Path(f"runs/{job.task}-{job.variant}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def train(job: TrainJob) -> TrainResult:
+    """Run the job: seed, load the data, build, train into the run folder, export if asked."""
+    seed_everything(job.seed)
+    data = load_data(job)
+    model, tok, extra = build(job, data)
+    run_dir = job.run_dir or default_run_dir(job)
+    summary = train_classifier(model, tok, data, train_config(job, extra), run_dir)
+    card = None
+    if job.export:
+        card = export_run(run_dir / "model", job.export, name=job.name or job.variant, fp16=job.fp16)
+    return TrainResult(run_dir, summary, card)

@@ -42,8 +42,8 @@ def test_flop_count_adds_the_lstm(tmp_path):
     import torch
 
     from bench.gpu import model_flops
-    from training.dnabert2 import PRESETS
-    from training.models import SequenceClassifier
+    from training.models.dnabert2 import PRESETS
+    from training.models.heads import SequenceClassifier
 
     torch.manual_seed(0)
     with_lstm = SequenceClassifier(PRESETS["tiny"], "cnn_bilstm_avg")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from service.contract.card import ModelCard
 from training.cli import main as train_cli
 from training.compare import BEGIN, END, measure_throughput, write_markdown
 
@@ -56,8 +57,9 @@ def test_quick_compare_trains_exports_and_tabulates(shared_dir, tmp_path):
     result = json.loads((runs / "comparison.json").read_text())
     assert [r["model"] for r in result["rows"]] == ["base", "onehot_cnn"]
     assert (models / "promoter" / "onehot_cnn" / "card.json").is_file()  # exported next to the others
-    card = json.loads((models / "promoter" / "onehot_cnn" / "card.json").read_text())
-    assert card["training"]["command"] == "dnabert-train compare"
+    card = ModelCard.load(models / "promoter" / "onehot_cnn")
+    assert card.training.command == "dnabert-train compare"
+    assert card.training.initialised_from == "random initialisation (no pre-training)"
     text = output.read_text()
     assert "| base | DNABERT-2 | BPE |" in text and "| onehot_cnn | one-hot baseline | base |" in text
     # resumes: the finished run is not trained again

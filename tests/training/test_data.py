@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import InvalidFasta, InvalidSequence
+from service.contract.errors import InvalidFasta, InvalidSequence
 from training.data import (
     Example,
     lncrna_dataset,

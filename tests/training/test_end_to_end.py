@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from service.model_folder import OnnxModel
+from service.runtime.model import OnnxModel
+from service.runtime.offline import predict_sequences
 from training.checkpoint import load_classifier
 from training.cli import main as train_cli
 from training.train import predict_scores
@@ -61,10 +62,10 @@ def test_promoter_train_export_and_serve_the_same_scores(promoter_csvs, tmp_path
     model, tok, _ = load_classifier(run / "model")
     seqs, _ = synthetic_sequences(20, 80, 7)
     seqs += ["acgu" * 30, "ACGTN" * 10]  # lowercase RNA and ambiguous bases, normalised alike
-    onnx_scores = OnnxModel(out).predict(seqs).scores
-    from service.sequence import normalize_sequence
+    onnx_scores = predict_sequences(OnnxModel(out), seqs).scores
+    from service.contract.sequence import normalize_sequence
 
-    torch_scores = predict_scores(model, tok, [normalize_sequence(s).sequence for s in seqs])
+    torch_scores = predict_scores(model, tok, [normalize_sequence(s).sequence for s in seqs], "promoter")
     np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-5)
 
     # evaluate gives the same metrics from the run (PyTorch) and the export (ONNX Runtime)
@@ -98,11 +99,12 @@ def test_lncrna_train_and_export_with_3_prime_truncation(tmp_path):
     assert metrics["labels_without_positives"] == ["extracellular_vesicle"]
     model = OnnxModel(out)
     assert model.card.labels == ["nucleus", "cytoplasm", "extracellular_vesicle"]
-    assert model.card.tokenization["max_nucleotides"] == 2292
-    assert model.card.tokenization["max_tokens"] == 482
+    assert (model.card.activation, model.card.positive_index) == ("sigmoid", None)
+    assert model.card.tokenization.max_nucleotides == 2292
+    assert model.card.tokenization.max_tokens == 482
     long = "".join(rng.choice(list("ACGT"), 5000))
-    pred = model.predict([long, long[-2292:], "ACGT" * 50])
+    pred = predict_sequences(model, [long, long[-2292:], "ACGT" * 50])
     assert pred.scores.shape == (3, 3) and np.all((pred.scores > 0) & (pred.scores < 1))
-    assert pred.truncated[0] and not pred.truncated[2]
+    assert pred.prepared.truncated[0] and not pred.prepared.truncated[2]
     # keeping the last 2,292 nt: the long record scores as its own 3' end
     np.testing.assert_allclose(pred.scores[0], pred.scores[1], atol=1e-6)

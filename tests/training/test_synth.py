@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from service.model_folder import OnnxModel
-from service.sequence import normalize_sequence
+from service.contract.sequence import normalize_sequence
+from service.runtime.model import OnnxModel
+from service.runtime.offline import predict_sequences
 from training.checkpoint import load_classifier
 from training.cli import main as train_cli
 from training.synth import MOTIF, stratified_split, synthetic_tata, write_synthetic
@@ -79,5 +80,5 @@ def test_synth_train_export_serve(tmp_path):
     assert served.card.architecture == "onehot" and served.card.variant == "onehot_cnn"
     seqs = [s for s, _ in read(data / "test.csv")] + ["tataaa" + "ACGU" * 20, "ACGTN" * 10]
     model, tok, _ = load_classifier(run / "model")
-    expected = predict_scores(model, tok, [normalize_sequence(s).sequence for s in seqs])
-    np.testing.assert_allclose(served.predict(seqs).scores, expected, atol=1e-5)
+    expected = predict_scores(model, tok, [normalize_sequence(s).sequence for s in seqs], "promoter")
+    np.testing.assert_allclose(predict_sequences(served, seqs).scores, expected, atol=1e-5)

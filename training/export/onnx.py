@@ -6,15 +6,15 @@ A model folder (``models/<task>/<name>/``) is all the service needs:
   and sequence axes), output ``logits``;
 * ``model.fp16.onnx`` — the same model in fp16 (int64 inputs, fp32 logits), for GPUs;
 * the tokenizer file (``tokenizer.json`` for DNABERT-2's BPE, ``vocab.txt`` for k-mers and the
-  one-hot baselines) and ``card.json`` (see :class:`service.card.ModelCard`).
+  one-hot baselines) and ``card.json`` (see :class:`service.contract.card.ModelCard`).
 
-Every architecture of :mod:`training.architectures` exports the same way.
+Every architecture of :mod:`training.models.architectures` exports the same way. The graphs are
+checked with ONNX Runtime through :mod:`service.runtime.session`, the runtime the service uses.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
-from service.card import ModelCard
-from service.model_folder import file_sha256
-from service.tokenization import SequenceTokenizerLike
-from training.architectures import architecture
-from training.models import LNCRNA_VARIANT
+from service.contract import tasks
+from service.contract.card import ModelCard, file_sha256
+from service.contract.tokenization import SequenceTokenizerLike
+from service.runtime import session
+from service.runtime.session import Session
+from training.checkpoint import load_classifier
+from training.models import architectures
+from training.models.architectures import architecture
 
 OPSET = 18
 INPUT_NAMES = ["input_ids", "attention_mask"]
@@ -108,12 +110,12 @@ def verification_batches(tok: SequenceTokenizerLike, seed: int = 0) -> list[tupl
 def verify(model: torch.nn.Module, graph: Path, tok: SequenceTokenizerLike,
            atol: float = PARITY_ATOL) -> dict[str, Any]:
     """Max |ONNX Runtime - PyTorch| of the logits over several batch sizes and lengths."""
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    onnx_session = Session(graph)
     worst, cases = 0.0, []
     for ids, mask in verification_batches(tok):
         with torch.no_grad():
             ref = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        got = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        got = onnx_session.run({"input_ids": ids, "attention_mask": mask})
         diff = float(np.abs(got - ref).max())
         worst = max(worst, diff)
         cases.append({"shape": list(ids.shape), "max_abs_diff": diff})
@@ -125,15 +127,15 @@ def verify(model: torch.nn.Module, graph: Path, tok: SequenceTokenizerLike,
 def verify_fp16(graph16: Path, graph32: Path, tok: SequenceTokenizerLike) -> dict[str, Any] | None:
     """Report the fp16 graph's deviation from fp32 (CPU), when ONNX Runtime can run it here."""
     try:
-        s16 = ort.InferenceSession(str(graph16), providers=["CPUExecutionProvider"])
+        s16 = Session(graph16)
     except Exception as exc:  # noqa: BLE001 - some fp16 kernels exist on GPU only
         reason = " ".join(str(exc).split())[:300]
         return {"checked": False, "reason": f"ONNX Runtime CPU cannot run this fp16 graph: {reason}"}
-    s32 = ort.InferenceSession(str(graph32), providers=["CPUExecutionProvider"])
+    s32 = Session(graph32)
     worst = 0.0
     for ids, mask in verification_batches(tok, seed=1):
         feeds = {"input_ids": ids, "attention_mask": mask}
-        worst = max(worst, float(np.abs(s16.run(None, feeds)[0] - s32.run(None, feeds)[0]).max()))
+        worst = max(worst, float(np.abs(s16.run(feeds) - s32.run(feeds)).max()))
     return {"checked": True, "max_abs_diff_logits_vs_fp32": worst}
 
 
@@ -145,21 +147,22 @@ def library_versions() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnx": onnx.__version__,
-        "onnxruntime": ort.__version__,
+        "onnxruntime": session.version(),
         "tokenizers": tokenizers.__version__,
         "transformers": transformers.__version__,
     }
 
 
 def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out: Path, *,
-                        name: str, task: str, labels: list[str], training: dict[str, Any],
-                        metrics: dict[str, Any], fp16: bool = True,
-                        description: str = "", tokenization_note: str = "") -> ModelCard:
+                        name: str, task: str, training: dict[str, Any], metrics: dict[str, Any],
+                        fp16: bool = True, description: str = "", tokenization_note: str = "") -> ModelCard:
     """Export, verify, and write ``out/{model.onnx, model.fp16.onnx, <tokenizer file>, card.json}``.
 
-    ``tokenization_note`` goes into the card's ``tokenization`` entry as ``note`` (e.g. what
-    happens to input longer than the model's limit).
+    The card's labels, activation and positive class are the task's
+    (:mod:`service.contract.tasks`). ``tokenization_note`` goes into the card's ``tokenization``
+    entry as ``note`` (e.g. what happens to input longer than the model's limit).
     """
+    spec = tasks.task(task)
     out.mkdir(parents=True, exist_ok=True)
     graph = export_graph(model, out / "model.onnx")
     parity = verify(model, graph, tok)
@@ -175,13 +178,13 @@ def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out:
         tokenization["note"] = tokenization_note
     card = ModelCard(
         name=name,
-        task=task,
+        task=spec.name,
         variant=model.variant,
         architecture=architecture(model),
         description=description,
-        labels=labels,
-        activation="sigmoid" if model.variant == LNCRNA_VARIANT else "softmax",
-        positive_index=None if model.variant == LNCRNA_VARIANT else 1,
+        labels=list(spec.labels),
+        activation=spec.activation,
+        positive_index=spec.positive_index,
         inputs=INPUT_NAMES,
         output=OUTPUT_NAMES[0],
         files=files,
@@ -202,5 +205,24 @@ def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    (out / "card.json").write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
+    card.save(out)
     return card
+
+
+def export_run(run_model_dir: str | Path, out: str | Path, *, name: str | None = None, description: str = "",
+               fp16: bool = True) -> ModelCard:
+    """Export a run's ``model/`` folder (``classifier.json`` + weights) to the model folder ``out``,
+    named ``name`` (default: the variant), with the run's training record and metrics."""
+    model, tok, meta = load_classifier(run_model_dir)
+    return export_model_folder(model, tok, Path(out), name=name or meta["variant"], task=meta["task"],
+                               training=meta.get("training", {}), metrics=meta.get("metrics", {}),
+                               fp16=fp16, description=description,
+                               tokenization_note=architectures.tokenization_note(architecture(model)))
+
+
+def export_summary(out: str | Path, card: ModelCard) -> dict[str, Any]:
+    """What ``dnabert-train export`` prints: the folder, its files, the parity with PyTorch and
+    the fp16 graph's check."""
+    parity = card.export.parity_vs_pytorch
+    return {"out": str(out), "files": card.files, "parity": parity.max_abs_diff if parity else None,
+            "fp16": card.export.fp16}

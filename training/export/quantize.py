@@ -17,40 +17,25 @@ mean score difference and the test metrics of both.
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from service.card import CARD_FILE, ModelCard
-from service.model_folder import OnnxModel, file_sha256, session_options
+from service.contract.card import GRAPH_ROLES, ModelCard, file_sha256
+from service.contract.tasks import LNCRNA
+from service.runtime.model import OnnxModel
+from service.runtime.offline import predict_sequences
+from service.runtime.session import quantize_dynamic_graph
+from training.data import lncrna_dataset, promoter_dataset
+from training.metrics import task_metrics
 
 log = logging.getLogger("dnabert.train")
 
 INT8_FILE = "model.int8.onnx"
 DEFAULT_OP_TYPES = ("MatMul", "Gemm")
-
-
-def quantize_graph(src: Path, dst: Path, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> Path:
-    """Dynamic int8 quantization (int8 weights, uint8 activations quantized per batch)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        # Graph clean-up and ONNX shape inference first, as the quantizer asks; the symbolic
-        # shape pass is skipped because it cannot reason about the dynamic pooled length.
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types))
-    return dst
-
-
-def _scores(model: OnnxModel, sequences: list[str]) -> np.ndarray:
-    return model.predict(sequences, batch_size=64).scores
 
 
 def _throughput(model: OnnxModel, sequences: list[str], batch: int = 32, seconds: float = 2.0) -> float:
@@ -64,15 +49,6 @@ def _throughput(model: OnnxModel, sequences: list[str], batch: int = 32, seconds
     return n * len(tokens) / (time.perf_counter() - start)
 
 
-def _metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict:
-    from training.data import LNCRNA_LABELS
-    from training.metrics import binary_metrics, multilabel_metrics
-
-    if task == "lncrna-localization":
-        return multilabel_metrics(labels, scores, LNCRNA_LABELS)
-    return binary_metrics(labels, scores)
-
-
 def add_int8(folder: Path, examples: Sequence, op_types: Sequence[str] = DEFAULT_OP_TYPES,
              speed_seconds: float = 2.0) -> dict:
     """Write ``model.int8.onnx`` into an exported folder, measure it against fp32 on
@@ -80,19 +56,16 @@ def add_int8(folder: Path, examples: Sequence, op_types: Sequence[str] = DEFAULT
     folder = Path(folder)
     card = ModelCard.load(folder)
     dst = folder / INT8_FILE
-    quantize_graph(folder / card.files["graph"], dst, op_types)
-    # The card must list the file before OnnxModel will load it. The card's JSON is edited in
-    # place (not re-serialised) so that nothing else in it changes.
-    raw = json.loads((folder / CARD_FILE).read_text())
-    raw["files"]["graph_int8"] = INT8_FILE
-    raw["sha256"][INT8_FILE] = file_sha256(dst)
-    (folder / CARD_FILE).write_text(json.dumps(raw, indent=2) + "\n")
+    quantize_dynamic_graph(folder / card.files["graph"], dst, op_types)
+    # The card must list the file before OnnxModel will load it.
+    card.files[GRAPH_ROLES["int8"]] = INT8_FILE
+    card.sha256[INT8_FILE] = file_sha256(dst)
+    card.save(folder)
 
-    opts = session_options()
-    fp32 = OnnxModel(folder, precision="fp32", session_options=opts)
-    int8 = OnnxModel(folder, precision="int8", session_options=opts)
+    fp32 = OnnxModel(folder, precision="fp32")
+    int8 = OnnxModel(folder, precision="int8")
     sequences = [e.sequence for e in examples]
-    s32, s8 = _scores(fp32, sequences), _scores(int8, sequences)
+    s32, s8 = predict_sequences(fp32, sequences).scores, predict_sequences(int8, sequences).scores
     diff = np.abs(s32 - s8)
     labels = np.array([e.label for e in examples])
     figures = {
@@ -101,8 +74,8 @@ def add_int8(folder: Path, examples: Sequence, op_types: Sequence[str] = DEFAULT
         "test_sequences": len(sequences),
         "max_abs_diff_scores_vs_fp32": float(diff.max()),
         "mean_abs_diff_scores_vs_fp32": float(diff.mean()),
-        "test_metrics_fp32": _metrics(card.task, labels, s32),
-        "test_metrics_int8": _metrics(card.task, labels, s8),
+        "test_metrics_fp32": task_metrics(card.task, labels, s32),
+        "test_metrics_int8": task_metrics(card.task, labels, s8),
         "graph_mb": round(dst.stat().st_size / 2**20, 2),
     }
     if speed_seconds > 0:
@@ -110,17 +83,15 @@ def add_int8(folder: Path, examples: Sequence, op_types: Sequence[str] = DEFAULT
             "fp32": round(_throughput(fp32, sequences, seconds=speed_seconds), 1),
             "int8": round(_throughput(int8, sequences, seconds=speed_seconds), 1),
         }
-    raw["export"]["int8"] = figures
-    (folder / CARD_FILE).write_text(json.dumps(raw, indent=2) + "\n")
+    card.export.int8 = figures
+    card.save(folder)
     log.info("%s: int8 max |score diff| %.4f", folder, figures["max_abs_diff_scores_vs_fp32"])
     return figures
 
 
 def test_examples(task: str, root: Path | None = None) -> list:
     """The held-out test split a model of ``task`` was never trained or selected on."""
-    from training.data import lncrna_dataset, promoter_dataset
-
-    data = lncrna_dataset(root) if task == "lncrna-localization" else promoter_dataset(root)
+    data = lncrna_dataset(root) if task == LNCRNA else promoter_dataset(root)
     return data["test"]
 
 

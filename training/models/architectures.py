@@ -1,10 +1,10 @@
 """Every classifier family the package trains, by variant name.
 
-* ``dnabert2`` — :class:`training.models.SequenceClassifier` (BPE tokens): ``base``, ``cnn``,
+* ``dnabert2`` — :class:`training.models.heads.SequenceClassifier` (BPE tokens): ``base``, ``cnn``,
   ``bilstm``, ``cnn_bilstm_max``, ``cnn_bilstm_avg`` and ``lncrna``;
-* ``dnabert1`` — :class:`training.dnabert1.Dnabert1Classifier` (overlapping k-mers):
+* ``dnabert1`` — :class:`training.models.dnabert1.Dnabert1Classifier` (overlapping k-mers):
   ``dnabert1_linear1``, ``dnabert1_linear2``;
-* ``onehot`` — :mod:`training.baselines` (one token per base): ``onehot_cnn_gru``,
+* ``onehot`` — :mod:`training.models.baselines` (one token per base): ``onehot_cnn_gru``,
   ``onehot_cnn``, ``onehot_gru``.
 
 All of them map ``(input_ids, attention_mask)`` to logits and carry ``variant``, ``config``
@@ -18,9 +18,13 @@ from typing import Any
 
 from torch import nn
 
-from training.baselines import ONEHOT_VARIANTS
-from training.dnabert1 import DNABERT1_VARIANTS
-from training.models import ALL_VARIANTS as DNABERT2_VARIANTS
+from service.contract.tasks import LNCRNA_VARIANT
+from training.models import baselines, dnabert1
+from training.models.baselines import ONEHOT_VARIANTS, BaselineConfig, build_baseline
+from training.models.dnabert1 import DNABERT1_VARIANTS, Dnabert1Classifier, Dnabert1Config
+from training.models.dnabert2 import DnaBertConfig
+from training.models.heads import ALL_VARIANTS as DNABERT2_VARIANTS
+from training.models.heads import SequenceClassifier
 
 DNABERT2, DNABERT1, ONEHOT = "dnabert2", "dnabert1", "onehot"
 ARCHITECTURES = (DNABERT2, DNABERT1, ONEHOT)
@@ -46,22 +50,21 @@ def architecture(model: nn.Module) -> str:
 def build_classifier(arch: str, backbone: dict[str, Any], variant: str, head_dropout: float) -> nn.Module:
     """A fresh classifier from a saved ``backbone`` config dict (a run's ``classifier.json``)."""
     if arch == DNABERT2:
-        from training.dnabert2 import DnaBertConfig
-        from training.models import SequenceClassifier
-
         return SequenceClassifier(DnaBertConfig.from_dict(backbone), variant, head_dropout)
     if arch == DNABERT1:
-        from training.dnabert1 import Dnabert1Classifier, Dnabert1Config
-
         return Dnabert1Classifier(Dnabert1Config.from_dict(backbone), variant, head_dropout)
     if arch == ONEHOT:
-        from training.baselines import BaselineConfig, build_baseline
-
         return build_baseline(BaselineConfig.from_dict(backbone), variant, head_dropout)
     raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
 DESCRIPTIONS = {
+    "base": "DNABERT-2 sequence classifier: pooler, dropout, linear",
+    "cnn": "Conv1d(H->2H, k=3), ReLU, MaxPool(2), BatchNorm, dropout, first pooled position, linear",
+    "bilstm": "BiLSTM(128 per direction), each sequence's last valid step, linear",
+    "cnn_bilstm_max": "CNN block with max pooling, then BiLSTM, last valid step, linear",
+    "cnn_bilstm_avg": "CNN block with average pooling, then BiLSTM, last valid step, linear",
+    LNCRNA_VARIANT: "iLoc-lncRNA-BERT head: masked mean, dropout, H->64, dropout, 64->3, sigmoid",
     "dnabert1_linear1": "DNABERT (v1) over overlapping 6-mers: BERT encoder, pooled [CLS], dropout, linear",
     "dnabert1_linear2": "DNABERT (v1) over overlapping 6-mers: BERT encoder, pooled [CLS], dropout, "
                         "linear(H, H), ReLU, dropout, linear",
@@ -71,16 +74,13 @@ DESCRIPTIONS = {
                   "over valid positions, one dense layer",
     "onehot_gru": "BiGRU baseline on one-hot bases: BiGRU(64) final states, linear, ReLU, dropout, linear",
 }
+"""The card's ``description`` of each variant, as ``dnabert-train embedded`` and ``compare`` export it."""
 
 
 def tokenization_note(arch: str) -> str:
     """What the card says about long input, per architecture ("" for DNABERT-2: unchanged cards)."""
     if arch == DNABERT1:
-        from training.dnabert1 import LONG_INPUT_NOTE
-
-        return LONG_INPUT_NOTE
+        return dnabert1.LONG_INPUT_NOTE
     if arch == ONEHOT:
-        from training.baselines import LONG_INPUT_NOTE
-
-        return LONG_INPUT_NOTE
+        return baselines.LONG_INPUT_NOTE
     return ""

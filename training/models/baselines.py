@@ -1,9 +1,9 @@
 """Non-transformer baselines of the promoter study: one-hot CNN, BiGRU and CNN-GRU.
 
-They read one token per base (the k = 1 vocabulary of :class:`service.kmer.KmerTokenizer`, no
+They read one token per base (the k = 1 vocabulary of :class:`service.contract.kmer.KmerTokenizer`, no
 special tokens): each id becomes a one-hot vector over A, C, G, T through a fixed table, and
 ``N``, ``[UNK]`` and ``[PAD]`` become the zero vector. Like the DNABERT-2 heads in
-:mod:`training.models`, every model reads each sequence's own valid positions only, so a
+:mod:`training.models.heads`, every model reads each sequence's own valid positions only, so a
 sequence scores the same alone or padded inside any batch:
 
 * after every convolution the padded positions are set back to zero, so the next convolution
@@ -107,8 +107,8 @@ def binned_max(x: torch.Tensor, lengths: torch.Tensor, bins: int) -> torch.Tenso
 
 def make_tokenizer(max_tokens: int = MAX_TOKENS):
     """One token per base (k = 1, standard DNABERT-style vocabulary, no special tokens)."""
-    from service.kmer import KmerTokenizer
-    from service.tokenization import TruncationPolicy
+    from service.contract.kmer import KmerTokenizer
+    from service.contract.tokenization import TruncationPolicy
 
     return KmerTokenizer.for_k(1, special_tokens=False, policy=TruncationPolicy(max_tokens, "right"))
 

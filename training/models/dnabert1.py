@@ -3,7 +3,7 @@
 * Encoder: transformers' ``BertModel`` (absolute position embeddings, so at most
   ``max_position_embeddings`` = 512 tokens, as DNABERT has), with the eager attention
   implementation: it exports to ONNX with dynamic axes and matches PyTorch.
-* Tokens: :class:`service.kmer.KmerTokenizer` with ``[CLS] k-mers [SEP]`` (k = 3..6; the
+* Tokens: :class:`service.contract.kmer.KmerTokenizer` with ``[CLS] k-mers [SEP]`` (k = 3..6; the
   published DNA_bert_6 vocabulary is 5 special tokens + 4,096 6-mers = 4,101 ids).
 * Heads (the two compared in the promoter study that fine-tuned DNABERT with one and with two
   classification layers):
@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.kmer import KmerTokenizer, kmer_vocab, read_vocab
-from service.tokenization import TruncationPolicy
-from training.dnabert2 import find_weights, read_state_dict
+from service.contract.kmer import KmerTokenizer, kmer_vocab, read_vocab
+from service.contract.tokenization import TruncationPolicy
+from training.models.dnabert2 import find_weights, read_state_dict
 
 ARCHITECTURE = "dnabert1"
 DNABERT1_VARIANTS = ("dnabert1_linear1", "dnabert1_linear2")

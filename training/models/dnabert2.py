@@ -322,12 +322,3 @@ def load_backbone_state(model: DnaBertModel, state: dict[str, torch.Tensor]) -> 
             f"unexpected {unexpected[:8]}"
         )
     return [k for k in result.missing_keys if k.startswith("pooler.")]
-
-
-def load_pretrained(directory: str | Path) -> tuple[DnaBertModel, list[str]]:
-    """Build and load a DNABERT-2 checkpoint directory (``config.json`` + weights)."""
-    directory = Path(directory)
-    config = DnaBertConfig.from_json(directory / "config.json")
-    model = DnaBertModel(config)
-    initialised = load_backbone_state(model, read_state_dict(find_weights(directory)))
-    return model, initialised

@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.dnabert2 import DnaBertConfig, DnaBertModel
+from service.contract.tasks import LNCRNA_VARIANT, PROMOTER_VARIANTS
+from training.models.dnabert2 import DnaBertConfig, DnaBertModel
 
-PROMOTER_VARIANTS = ("base", "cnn", "bilstm", "cnn_bilstm_max", "cnn_bilstm_avg")
-LNCRNA_VARIANT = "lncrna"
 ALL_VARIANTS = (*PROMOTER_VARIANTS, LNCRNA_VARIANT)
 
 LSTM_HIDDEN = 128  # per direction, as in the study

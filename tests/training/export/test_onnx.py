@@ -9,15 +9,16 @@ import onnx
 import pytest
 import torch
 
-from service.card import ModelCard
-from service.errors import ModelArtifactError
-from service.model_folder import OnnxModel, file_sha256
-from service.tokenization import SequenceTokenizer, TruncationPolicy
-from training.export import ExportParityError, export_graph, export_model_folder, verify
-from training.models import ALL_VARIANTS
+from service.contract.card import ModelCard, file_sha256
+from service.contract.errors import ModelArtifactError
+from service.contract.tokenization import SequenceTokenizer, TruncationPolicy
+from service.runtime.model import OnnxModel
+from service.runtime.offline import predict_sequences
+from training.export.onnx import ExportParityError, export_graph, export_model_folder, verify
+from training.models.heads import ALL_VARIANTS
 from training.tokenizer import train_bpe_tokenizer
 
-from .test_models import CONFIG, make_model
+from ..models.test_heads import CONFIG, make_model
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +56,26 @@ def test_model_folder_is_self_describing_and_checked(tokenizer, tmp_path):
     model = make_model("cnn_bilstm_max")
     out = tmp_path / "promoter" / "cnn_bilstm_max"
     card = export_model_folder(model, tokenizer, out, name="cnn_bilstm_max", task="promoter",
-                               labels=["non_promoter", "promoter"], training={"data": "test"},
+                               training={"data": {"name": "test"}},
                                metrics={"test": {"mcc": 0.0}})
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.fp16.onnx", "model.onnx", "tokenizer.json"]
     loaded = ModelCard.load(out)
     assert loaded == card
-    assert loaded.export["opset"] >= 17 and loaded.export["parity_vs_pytorch"]["max_abs_diff"] <= 1e-4
+    assert loaded.export.opset >= 17 and loaded.export.parity_vs_pytorch.max_abs_diff <= 1e-4
+    assert (loaded.labels, loaded.activation, loaded.positive_index) == (["non_promoter", "promoter"], "softmax", 1)
     assert loaded.backbone["hidden_size"] == CONFIG.hidden_size
     assert set(loaded.sha256) == {"model.onnx", "model.fp16.onnx", "tokenizer.json"}
 
     onnx_model = OnnxModel(out)
     seqs = ["ACGT" * 20, "TTGACA" * 7, "ACG"]
-    pred = onnx_model.predict(seqs)
+    pred = predict_sequences(onnx_model, seqs)
     enc = [e.ids for e in tokenizer.encode(seqs)]
     with torch.no_grad():
         ref = [model(*map(torch.from_numpy, tokenizer.pad([ids]))).softmax(-1)[0, 1].item() for ids in enc]
     np.testing.assert_allclose(pred.scores, ref, atol=1e-5)
 
     fp16 = OnnxModel(out, precision="fp16")
-    np.testing.assert_allclose(fp16.predict(seqs).scores, ref, atol=5e-3)
+    np.testing.assert_allclose(predict_sequences(fp16, seqs).scores, ref, atol=5e-3)
 
     # a tampered graph is refused, naming the folder
     original = (out / "model.onnx").read_bytes()

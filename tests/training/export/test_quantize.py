@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.card import ModelCard
-from service.model_folder import OnnxModel, file_sha256, serving_precision
-from service.tokenization import SequenceTokenizer, TruncationPolicy
+from service.contract.card import ModelCard, file_sha256
+from service.contract.tokenization import SequenceTokenizer, TruncationPolicy
+from service.runtime.model import OnnxModel
+from service.runtime.offline import predict_sequences
 from training.data import Example
-from training.export import export_model_folder
-from training.quantize import INT8_FILE, add_int8
+from training.export.onnx import export_model_folder
+from training.export.quantize import INT8_FILE, add_int8
 from training.tokenizer import train_bpe_tokenizer
 
-from .test_models import make_model
+from ..models.test_heads import make_model
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def folder(tmp_path_factory):
     tok = SequenceTokenizer(train_bpe_tokenizer(seqs, vocab_size=64), TruncationPolicy(max_tokens=128))
     out = tmp_path_factory.mktemp("quant") / "base"
     export_model_folder(make_model("base"), tok, out, name="base", task="promoter",
-                        labels=["non_promoter", "promoter"], training={}, metrics={}, fp16=False)
+                        training={}, metrics={}, fp16=False)
     examples = [Example(str(i), s, i % 2) for i, s in enumerate(seqs)]
     figures = add_int8(out, examples, speed_seconds=0)
     return out, figures, seqs
@@ -34,10 +35,12 @@ def test_int8_graph_is_listed_in_the_card_with_its_checksum_and_figures(folder):
     card = ModelCard.load(out)
     assert card.files["graph_int8"] == INT8_FILE
     assert card.sha256[INT8_FILE] == file_sha256(out / INT8_FILE)
-    assert card.export["int8"]["op_types"] == ["MatMul", "Gemm"]
-    assert card.export["int8"]["test_sequences"] == 40
-    assert {"test_metrics_fp32", "test_metrics_int8"} <= set(card.export["int8"])
-    assert figures["max_abs_diff_scores_vs_fp32"] == card.export["int8"]["max_abs_diff_scores_vs_fp32"]
+    assert card.export.int8["op_types"] == ["MatMul", "Gemm"]
+    assert card.export.int8["test_sequences"] == 40
+    assert {"test_metrics_fp32", "test_metrics_int8"} <= set(card.export.int8)
+    assert figures["max_abs_diff_scores_vs_fp32"] == card.export.int8["max_abs_diff_scores_vs_fp32"]
+    # the rest of the card is as exported
+    assert card.export.parity_vs_pytorch.max_abs_diff <= 1e-4 and card.task == "promoter"
 
 
 def test_int8_graph_runs_quantized_operators_and_stays_close_to_fp32(folder):
@@ -48,18 +51,18 @@ def test_int8_graph_runs_quantized_operators_and_stays_close_to_fp32(folder):
 
     ops = {n.op_type for n in onnx.load(str(out / INT8_FILE)).graph.node}
     assert "DynamicQuantizeLinear" in ops or "DynamicQuantizeMatMul" in ops or "MatMulInteger" in ops
-    diff = np.abs(int8.predict(seqs).scores - fp32.predict(seqs).scores)
+    diff = np.abs(predict_sequences(int8, seqs).scores - predict_sequences(fp32, seqs).scores)
     assert diff.max() == pytest.approx(figures["max_abs_diff_scores_vs_fp32"], abs=1e-6)
     assert 0 < diff.max() < 0.05
 
 
 def test_serving_precision_falls_back_to_fp32_only_for_a_missing_int8_graph(folder, tmp_path):
     out, _, _ = folder
-    assert serving_precision(out, "int8") == "int8"
+    assert ModelCard.load(out).serving_precision("int8") == "int8"
     card = ModelCard.load(out)
     del card.files["graph_int8"]
     plain = tmp_path / "plain"
     plain.mkdir()
-    (plain / "card.json").write_text(card.model_dump_json())
-    assert serving_precision(plain, "int8") == "fp32"
-    assert serving_precision(plain, "fp16") == "fp16"  # required graphs never fall back
+    card.save(plain)
+    assert ModelCard.load(plain).serving_precision("int8") == "fp32"
+    assert ModelCard.load(plain).serving_precision("fp16") == "fp16"  # required graphs never fall back

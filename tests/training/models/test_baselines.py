@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from service.model_folder import OnnxModel
-from training.baselines import (
+from service.runtime.model import OnnxModel
+from service.runtime.offline import predict_sequences
+from training.export.onnx import export_graph, export_model_folder, verify
+from training.models.baselines import (
     ONEHOT_VARIANTS,
     BiGru,
     OneHot,
@@ -18,7 +20,6 @@ from training.baselines import (
     make_tokenizer,
     pool_windows,
 )
-from training.export import export_graph, export_model_folder, verify
 
 
 @pytest.fixture(scope="module")
@@ -116,21 +117,21 @@ def test_exported_folder_serves_the_pytorch_scores(tok, tmp_path):
     model = make("onehot_cnn_gru", "tiny")
     out = tmp_path / "promoter" / "onehot_cnn_gru"
     card = export_model_folder(model, tok, out, name="onehot_cnn_gru", task="promoter",
-                               labels=["non_promoter", "promoter"], training={}, metrics={},
+                               training={}, metrics={},
                                tokenization_note="one token per base")
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.fp16.onnx", "model.onnx", "vocab.txt"]
     assert card.architecture == "onehot" and card.files["tokenizer"] == "vocab.txt"
-    assert card.tokenization["kind"] == "kmer" and card.tokenization["k"] == 1
-    assert card.tokenization["special_tokens"] is False and card.tokenization["note"]
+    assert card.tokenization.kind == "kmer" and card.tokenization.k == 1
+    assert card.tokenization.special_tokens is False and card.tokenization.note
     served = OnnxModel(out)
     seqs = ["ACGT" * 75, "TATAAA" + "GC" * 40, "ACGTN" * 7, "A", "acgu" * 10]
-    pred = served.predict(seqs)
-    from service.sequence import normalize_sequence
+    pred = predict_sequences(served, seqs)
+    from service.contract.sequence import normalize_sequence
 
     enc = [e.ids for e in tok.encode([normalize_sequence(s).sequence for s in seqs])]
     with torch.no_grad():
         ref = [model(*map(torch.from_numpy, tok.pad([ids]))).softmax(-1)[0, 1].item() for ids in enc]
     np.testing.assert_allclose(pred.scores, ref, atol=1e-5)
-    assert pred.n_tokens == [300, 86, 35, 1, 40]
+    assert [len(t) for t in pred.prepared.tokens] == [300, 86, 35, 1, 40]
     fp16 = OnnxModel(out, precision="fp16")
-    np.testing.assert_allclose(fp16.predict(seqs).scores, ref, atol=5e-3)
+    np.testing.assert_allclose(predict_sequences(fp16, seqs).scores, ref, atol=5e-3)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
-from service.model_folder import OnnxModel
+from service.runtime.model import OnnxModel
+from service.runtime.offline import predict_sequences
+from service.runtime.session import Session
 from training.cli import main as train_cli
-from training.dnabert1 import (
+from training.export.onnx import export_graph, export_model_folder, verify
+from training.models.dnabert1 import (
     DNABERT1_VARIANTS,
     LONG_INPUT_NOTE,
     PRESETS,
@@ -21,7 +23,6 @@ from training.dnabert1 import (
     make_tokenizer,
     preset,
 )
-from training.export import export_graph, export_model_folder, verify
 
 TINY = Dnabert1Config(vocab_size=4**3 + 5, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=32, max_position_embeddings=64, k=3,
@@ -142,14 +143,14 @@ def test_onnx_matches_pytorch_and_is_batch_invariant(variant, tmp_path):
     report = verify(model, graph, tok)
     assert report["max_abs_diff"] <= 1e-4
     assert max(c["shape"][1] for c in report["cases"]) == 512  # the position-embedding limit
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    session = Session(graph)
     rng = np.random.default_rng(1)
     seqs = ["".join(rng.choice(list("ACGT"), int(n))) for n in (5, 40, 200, 514)]
     rows = [e.ids for e in tok.encode(seqs)]
 
     def run(batch):
         ids, mask = tok.pad(batch)
-        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return session.run({"input_ids": ids, "attention_mask": mask})
 
     alone = np.concatenate([run([r]) for r in rows])
     np.testing.assert_allclose(run(rows), alone, atol=1e-5)
@@ -162,15 +163,15 @@ def test_model_folder_card_and_serving(tmp_path):
     tok = make_tokenizer(6)
     out = tmp_path / "promoter" / "dnabert1_linear1"
     card = export_model_folder(model, tok, out, name="dnabert1_linear1", task="promoter",
-                               labels=["non_promoter", "promoter"], training={}, metrics={},
+                               training={}, metrics={},
                                tokenization_note=LONG_INPUT_NOTE)
     assert card.architecture == "dnabert1" and card.files["tokenizer"] == "vocab.txt"
-    assert card.tokenization["kind"] == "kmer" and card.tokenization["k"] == 6
-    assert card.tokenization["max_tokens"] == 512 and "truncated" in card.tokenization["note"]
+    assert card.tokenization.kind == "kmer" and card.tokenization.k == 6
+    assert card.tokenization.max_tokens == 512 and "truncated" in card.tokenization.note
     served = OnnxModel(out)
     long = "ACGT" * 300
-    pred = served.predict([long, long[:515], "ACGTN" * 20])
-    assert pred.truncated == [True, False, False] and pred.n_tokens[:2] == [512, 512]
+    pred = predict_sequences(served, [long, long[:515], "ACGTN" * 20])
+    assert pred.prepared.truncated == [True, False, False] and [len(t) for t in pred.prepared.tokens[:2]] == [512, 512]
     np.testing.assert_allclose(pred.scores[0], pred.scores[1], atol=1e-6)  # the first 515 bases
     with torch.no_grad():
         ids, mask = tok.pad([tok.encode(["ACGTN" * 20])[0].ids])

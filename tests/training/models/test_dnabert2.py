@@ -11,12 +11,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from training.cli import main as train_cli
-from training.dnabert2 import (
+from training.models.dnabert2 import (
     DnaBertConfig,
     DnaBertModel,
     alibi_slopes,
+    find_weights,
     load_backbone_state,
-    load_pretrained,
+    read_state_dict,
 )
 from training.parity import run_parity
 
@@ -74,7 +75,8 @@ def test_checkpoint_loads_with_and_without_prefix(tmp_path, prefix, fmt):
         save_file(state, str(tmp_path / "model.safetensors"))
     else:
         torch.save(state, tmp_path / "pytorch_model.bin")
-    model, initialised = load_pretrained(tmp_path)
+    model = DnaBertModel(DnaBertConfig.from_json(tmp_path / "config.json"))
+    initialised = load_backbone_state(model, read_state_dict(find_weights(tmp_path)))
     assert initialised == ["pooler.dense.weight", "pooler.dense.bias"]  # missing pooler is initialised
     ids = torch.randint(5, 64, (2, 9))
     torch.testing.assert_close(_forward(model, ids)[0], _forward(src, ids)[0], rtol=0, atol=0)

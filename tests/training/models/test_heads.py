@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from training.dnabert2 import DnaBertConfig
-from training.models import ALL_VARIANTS, SequenceClassifier, build_head, last_valid_step, pool_pairs
+from training.models.dnabert2 import DnaBertConfig
+from training.models.heads import ALL_VARIANTS, SequenceClassifier, build_head, last_valid_step, pool_pairs
 
 CONFIG = DnaBertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                        intermediate_size=48)

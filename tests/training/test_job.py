@@ -1,0 +1,74 @@
+"""TrainJob: the command line's options as data, with the same defaults; PyTorch scores through
+the service's batcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.contract.tokenization import SequenceTokenizer, TruncationPolicy
+from training.cli import build_parser, train_job
+from training.job import DEFAULT_LR, TrainJob
+from training.tokenizer import train_bpe_tokenizer
+from training.train import predict_scores
+
+from .models.test_heads import make_model
+
+
+def test_command_line_defaults_are_the_jobs():
+    args = build_parser().parse_args(["train"])
+    before = dict(vars(args))
+    assert train_job(args) == TrainJob()
+    assert vars(args) == before  # the arguments are read, never changed
+
+
+def test_job_fills_in_the_variant_and_paths():
+    assert TrainJob().variant == "base"
+    assert TrainJob(task="lncrna-localization").variant == "lncrna"
+    job = TrainJob(train="data/train.csv", run_dir="runs/x", init_from="ckpt/")
+    assert job.train == Path("data/train.csv") and job.run_dir == Path("runs/x")
+    assert job.init_from == "ckpt/"  # recorded in the run as given
+
+
+def test_job_refuses_what_cannot_be_trained():
+    with pytest.raises(ValueError, match="promoter"):
+        TrainJob(task="lncrna-localization", variant="onehot_gru")
+    with pytest.raises(ValueError, match="unknown variant"):
+        TrainJob(variant="transformer_xl")
+    with pytest.raises(ValueError, match="unknown task"):
+        TrainJob(task="splicing")
+
+
+def test_learning_rates_default_by_architecture():
+    assert TrainJob().learning_rates() == DEFAULT_LR["dnabert2"]
+    assert TrainJob(variant="dnabert1_linear1").learning_rates() == DEFAULT_LR["dnabert1"]
+    assert TrainJob(variant="dnabert1_linear1", init_from="DNA_bert_6").learning_rates() == DEFAULT_LR["dnabert1-pretrained"]
+    assert TrainJob(variant="onehot_cnn", lr=0.5).learning_rates() == (0.5, DEFAULT_LR["onehot"][1])
+
+
+@pytest.fixture(scope="module")
+def tok() -> SequenceTokenizer:
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 200)) for _ in range(50)]
+    return SequenceTokenizer(train_bpe_tokenizer(seqs, vocab_size=64), TruncationPolicy(max_tokens=128))
+
+
+@pytest.mark.parametrize("variant, task", [("cnn_bilstm_max", "promoter"), ("lncrna", "lncrna-localization")])
+def test_predict_scores_are_each_sequence_alone_in_input_order(variant, task, tok):
+    model = make_model(variant)
+    rng = np.random.default_rng(1)
+    seqs = ["".join(rng.choice(list("ACGT"), int(n))) for n in (300, 7, 90, 12, 500, 41)]
+    scores = predict_scores(model, tok, seqs, task, batch_size=4)
+    with torch.no_grad():
+        logits = [model(*map(torch.from_numpy, tok.pad([e.ids]))).double() for e in tok.encode(seqs)]
+    if task == "promoter":
+        want = np.array([lg.softmax(-1)[0, 1].item() for lg in logits])
+        assert scores.shape == (6,)
+    else:
+        want = np.concatenate([torch.sigmoid(lg).numpy() for lg in logits])
+        assert scores.shape == (6, 3)
+    np.testing.assert_allclose(scores, want, atol=1e-6)
+    assert predict_scores(model, tok, [], task).shape == ((0,) if task == "promoter" else (0, 3))
