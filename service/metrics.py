@@ -34,6 +34,10 @@ class ServiceMetrics:
         self.dropped = Counter("dnabert_dropped_sequences", "Queued sequences dropped before running",
                                ["model", "reason"], registry=r)
         self.rejected = Counter("dnabert_rejected_requests", "Requests refused", ["endpoint", "reason"], registry=r)
+        # reason: no_informative_bases (answered without a score) or mostly_ambiguous (scored, flagged)
+        self.uninformative = Counter("dnabert_uninformative_records",
+                                     "Records answered without a score (no A/C/G/T) or scored but mostly ambiguous",
+                                     ["endpoint", "reason"], registry=r)
 
     def observer(self, model: str) -> BatchMetrics:
         """The batcher's observer for one model; the queue-depth gauge is set only from it."""

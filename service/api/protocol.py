@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.contract.fasta import MAX_ID_LENGTH
 from service.contract.results import LncRnaResponse, PromoterResponse
 
 __all__ = ["LncRnaResponse", "PromoterResponse"]
@@ -14,7 +15,8 @@ __all__ = ["LncRnaResponse", "PromoterResponse"]
 class SequenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=1000, description="record identifier, unique in the request")
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description=(
+        "record identifier, unique in the request; no control or bidirectional-text characters"))
     sequence: str = Field(description="DNA or RNA; case, whitespace, U and IUPAC codes are normalised")
 
 

@@ -14,22 +14,33 @@ a :mod:`service.contract.errors` exception that names the line and, where there 
 
 Lines end with ``\\n``, ``\\r\\n`` or a lone ``\\r`` (old Mac files); line numbers are 1-based
 and count those three line breaks only, as text editors do. Other Unicode line separators
-(form feed, ``U+2028`` ...) are treated as whitespace, not as line breaks.
+(form feed, ``U+2028`` ...) are treated as whitespace, not as line breaks. Each record remembers
+which line of the file holds each part of its sequence (:meth:`FastaRecord.line_of`), so that an
+invalid character found later is reported at its own line.
+
+Record ids (:func:`id_problem`, shared with the JSON input) are at most :data:`MAX_ID_LENGTH`
+characters and hold no control character, no bidirectional-text control (``U+202E`` ...), no
+line or paragraph separator and no lone surrogate: ids are echoed in JSON, CSV and TSV answers
+and in error messages, where such characters break rows or disguise what is shown.
 """
 
 from __future__ import annotations
 
 import codecs
 import sys
+import unicodedata
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.contract.errors import EmptyInput, InvalidFasta, PayloadTooLarge, SequenceTooLong, TooManyRecords
 
 __all__ = [
+    "MAX_ID_LENGTH",
     "FastaRecord",
     "StreamingGunzip",
     "decode_body",
+    "id_preview",
+    "id_problem",
     "looks_gzipped",
     "parse_fasta",
     "read_fasta_bytes",
@@ -48,6 +59,36 @@ _FIRST_SLICE = 256
 _MAX_SLICE = 1 << 20
 
 
+MAX_ID_LENGTH = 1000  # characters of a record id, FASTA or JSON
+_ID_PREVIEW = 40  # characters of an over-long or hostile id shown in an error message
+
+# Bidirectional-text controls (Unicode Bidi_Control): they reorder what a reader sees.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Control characters, lone surrogates, line and paragraph separators.
+_REFUSED_CATEGORIES = {"Cc": "control character", "Cs": "lone surrogate", "Zl": "line separator",
+                       "Zp": "paragraph separator"}
+
+
+def id_problem(record_id: str) -> str | None:
+    """What makes ``record_id`` unacceptable as a record id (other than its length), or None."""
+    if record_id.isascii() and record_id.isprintable():
+        return None  # the common case
+    for char in record_id:
+        kind = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if kind is None and char in _BIDI_CONTROLS:
+            kind = "bidirectional-text control"
+        if kind is not None:
+            return f"{kind} U+{ord(char):04X}"
+    return None
+
+
+def id_preview(record_id: str) -> str:
+    """An id as error messages show it: quoted, escaped, cut after :data:`_ID_PREVIEW` characters."""
+    if len(record_id) <= _ID_PREVIEW:
+        return repr(record_id)  # repr escapes every non-printable character
+    return f"{record_id[:_ID_PREVIEW]!r}... ({len(record_id)} characters)"
+
+
 @dataclass(frozen=True, slots=True)
 class FastaRecord:
     """One FASTA record, as written in the input."""
@@ -55,7 +96,37 @@ class FastaRecord:
     id: str  # first whitespace-delimited word of the header, after '>'
     description: str  # the full header text after '>' (stripped); starts with the id
     sequence: str  # the sequence lines joined, all whitespace removed; not upper-cased, not validated
-    line: int  # 1-based line number of the header
+    line: int  # 1-based line number of the header (0: not read from a file, e.g. JSON)
+    # Where the sequence lies in the file, as runs of consecutive lines of one width: a flat tuple
+    # (start, first_line, width, start, first_line, width, ...) with ``start`` the 0-based offset
+    # in ``sequence`` of the run's first base. A wrapped record has two runs, whatever its length.
+    layout: tuple[int, ...] = field(default=(), compare=False, repr=False)
+
+    def line_of(self, position: int) -> int:
+        """1-based line of the file that holds the 1-based ``position`` of :attr:`sequence`; the
+        header line when the layout is not known."""
+        layout, offset = self.layout, position - 1
+        for k in range(len(layout) - 3, -1, -3):
+            if layout[k] <= offset:
+                return layout[k + 1] + (offset - layout[k]) // layout[k + 2]
+        return self.line
+
+
+def _layout(pieces: list[str], lines: list[int]) -> tuple[int, ...]:
+    """:attr:`FastaRecord.layout` of a record's sequence lines and their line numbers."""
+    if len(pieces) == 1:
+        return (0, lines[0], len(pieces[0]) or 1)
+    runs: list[int] = []
+    start = 0
+    width = prev_line = -1
+    for piece, line in zip(pieces, lines):
+        n = len(piece)
+        if n != width or line != prev_line + 1:
+            runs += (start, line, n)
+            width = n
+        prev_line = line
+        start += n
+    return tuple(runs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +348,17 @@ def _check_limit(name: str, value: int | None) -> int:
     return value
 
 
+def _check_id(record_id: str, line: int) -> None:
+    if len(record_id) > MAX_ID_LENGTH:
+        raise InvalidFasta(f"record id {id_preview(record_id)} is longer than {MAX_ID_LENGTH} characters",
+                           line=line)
+    problem = id_problem(record_id)
+    if problem is not None:
+        raise InvalidFasta(f"record id {id_preview(record_id)} holds a {problem}; ids are echoed in "
+                           "JSON, CSV and TSV answers and may not contain control or "
+                           "bidirectional-text characters", line=line)
+
+
 def parse_fasta(
     text: str, *, max_records: int | None = None, max_sequence_length: int | None = None
 ) -> list[FastaRecord]:
@@ -287,7 +369,8 @@ def parse_fasta(
 
     * :class:`~service.contract.errors.EmptyInput` when there is no record at all;
     * :class:`~service.contract.errors.InvalidFasta` for sequence text before the first header, a header
-      without an identifier, a record without sequence and a duplicate record id;
+      without an identifier, a record without sequence, a duplicate record id, an id longer
+      than :data:`MAX_ID_LENGTH` characters and an id with a control character (:func:`id_problem`);
     * :class:`~service.contract.errors.TooManyRecords` as soon as header ``max_records + 1`` is read;
     * :class:`~service.contract.errors.SequenceTooLong` as soon as a record grows past
       ``max_sequence_length`` characters.
@@ -306,13 +389,15 @@ def parse_fasta(
     rec_desc = ""
     rec_line = 0
     pieces: list[str] = []
+    piece_lines: list[int] = []
     length = 0
 
     def finish_record() -> None:
         if not pieces:
             raise InvalidFasta(f"record {rec_id!r} has no sequence", line=rec_line, record_id=rec_id)
         sequence = pieces[0] if len(pieces) == 1 else "".join(pieces)
-        records.append(FastaRecord(rec_id, rec_desc, sequence, rec_line))  # type: ignore[arg-type]
+        records.append(FastaRecord(rec_id, rec_desc, sequence, rec_line,  # type: ignore[arg-type]
+                                   _layout(pieces, piece_lines)))
 
     lineno = 0
     for line in text.split("\n"):
@@ -343,6 +428,7 @@ def parse_fasta(
                         line=rec_line,
                     )
                 pieces.append(piece)
+                piece_lines.append(lineno)
                 continue
 
         # A header line.
@@ -355,6 +441,7 @@ def parse_fasta(
         if not rec_desc:
             raise InvalidFasta("header without an identifier", line=lineno)
         rec_id = rec_desc.split(None, 1)[0]
+        _check_id(rec_id, lineno)
         previous = first_line.get(rec_id)
         if previous is not None:
             raise InvalidFasta(
@@ -363,6 +450,7 @@ def parse_fasta(
         first_line[rec_id] = lineno
         rec_line = lineno
         pieces = []
+        piece_lines = []
         length = 0
 
     if rec_id is None:

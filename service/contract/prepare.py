@@ -3,6 +3,12 @@
 The first stage of the one prediction path (records -> normalise -> tokenize -> batcher ->
 session -> activation -> results), shared by the service, the offline commands, evaluation
 and the benchmarks.
+
+Besides normalising (:func:`service.contract.sequence.normalize_sequence`), this stage refuses
+records that look like protein (:func:`~service.contract.sequence.looks_like_protein`) and notes
+the records that carry no information: a record whose bases are all ``N`` (or other ambiguity
+codes) is still tokenized and run with its batch, but :meth:`Prepared.scored` is false for it
+and the response builders give it no score and no label.
 """
 
 from __future__ import annotations
@@ -10,10 +16,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.contract.errors import DnabertError
+from service.contract.errors import DnabertError, InvalidSequence
 from service.contract.fasta import FastaRecord
-from service.contract.sequence import normalize_sequence
+from service.contract.sequence import (
+    MOSTLY_AMBIGUOUS_FRACTION,
+    looks_like_protein,
+    normalize_sequence,
+    protein_error,
+)
 from service.contract.tokens import SequenceTokenizerLike
+
+# Flags a record can carry (in this order).
+AMBIGUOUS_BASES = "ambiguous_bases"  # at least one N or other ambiguity code
+NO_INFORMATIVE_BASES = "no_informative_bases"  # only N / ambiguity codes: not scored
+MOSTLY_AMBIGUOUS = "mostly_ambiguous"  # more than MOSTLY_AMBIGUOUS_FRACTION ambiguous; scored
+TRUNCATED = "truncated"
+RNA_INPUT = "rna_input"
 
 
 @dataclass
@@ -27,26 +45,53 @@ class Prepared:
     tokens: list[list[int]]
     truncated: list[bool]
 
+    def scored(self, i: int) -> bool:
+        """Whether record ``i`` has at least one A, C, G or T, so that its score means something."""
+        return self.ambiguous[i] < self.lengths[i]
+
+    def mostly_ambiguous(self, i: int) -> bool:
+        """Scored, but more than :data:`MOSTLY_AMBIGUOUS_FRACTION` of its bases are ambiguous."""
+        return self.scored(i) and self.ambiguous[i] > MOSTLY_AMBIGUOUS_FRACTION * self.lengths[i]
+
     def flags(self, i: int) -> list[str]:
         flags = []
         if self.ambiguous[i]:
-            flags.append("ambiguous_bases")
+            flags.append(AMBIGUOUS_BASES)
+            if not self.scored(i):
+                flags.append(NO_INFORMATIVE_BASES)
+            elif self.mostly_ambiguous(i):
+                flags.append(MOSTLY_AMBIGUOUS)
         if self.truncated[i]:
-            flags.append("truncated")
+            flags.append(TRUNCATED)
         if self.rna[i]:
-            flags.append("rna_input")
+            flags.append(RNA_INPUT)
         return flags
 
 
+def _locate(exc: DnabertError, record: FastaRecord) -> None:
+    """Give a record's error the line of the file it is about (JSON records have none: line 0).
+
+    An invalid character is on one of the record's sequence lines: the line that holds it; any
+    other problem of the record is reported at its header line.
+    """
+    if exc.line is not None or not record.line:
+        return
+    position = exc.position if isinstance(exc, InvalidSequence) else None
+    exc.line = record.line_of(position) if position else record.line
+
+
 def prepare(records: Sequence[FastaRecord], tokenizer: SequenceTokenizerLike) -> Prepared:
-    """Normalise (errors name the record and its line) and tokenize, in input order."""
+    """Normalise (errors name the record and its line), refuse protein, tokenize, in input order."""
     norm = []
     for r in records:
         try:
-            norm.append(normalize_sequence(r.sequence, r.id))
+            n = normalize_sequence(r.sequence, r.id)
+            if looks_like_protein(n):
+                raise protein_error(n, r.id)
         except DnabertError as exc:
-            exc.line = exc.line or r.line or None  # JSON records have no line (0)
+            _locate(exc, r)
             raise
+        norm.append(n)
     encoded = tokenizer.encode([n.sequence for n in norm])
     return Prepared(
         ids=[r.id for r in records],

@@ -122,6 +122,13 @@ def test_non_ascii_header_is_kept():
     assert records[0].id == "gène_1"
 
 
+def test_records_know_the_line_of_each_base():
+    records = parse_fasta(">a\nAC\nGT\n\n>b\n;c\nTTT\n")
+    assert [[r.line_of(p) for p in range(1, len(r.sequence) + 1)] for r in records] == [[2, 2, 3, 3], [7, 7, 7]]
+    assert records[0] == FastaRecord("a", "a", "ACGT", 1)  # the layout is not compared
+    assert FastaRecord("x", "x", "ACGT", 0).line_of(3) == 0  # no layout: the record's own line
+
+
 def test_record_is_frozen():
     record = parse_fasta(">a\nA\n")[0]
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -19,6 +19,7 @@ from service.contract.sequence import normalize_sequence
         ("ACNNGT", "ACNNGT", 2),
         ("ACRYKMSWBDHVNT", "ACNNNNNNNNNNNT", 11),  # every IUPAC ambiguity code -> N
         ("nnnn", "NNNN", 4),
+        ("ACRYNn", "ACNNNN", 4),  # n_codes counts R and Y only (see test_codes_other_than_n)
     ],
 )
 def test_normalisation(raw, expected, ambiguous):
@@ -38,6 +39,9 @@ def test_normalisation(raw, expected, ambiguous):
         ("ACGTE", "E", 5),
         ("ACGT*", "*", 5),
         ("ACGTé", "é", 5),
+        ("ACGß", "ß", 4),  # checked before upper-casing: "ß".upper() is "SS"
+        ("ACſT", "ſ", 3),  # "ſ".upper() is "S", an IUPAC code
+        ("ﬆACGT", "ﬆ", 1),  # "ﬆ".upper() is "ST"
     ],
 )
 def test_invalid_characters_name_record_and_position(raw, bad, position):
@@ -54,3 +58,10 @@ def test_empty_sequence_is_an_error(raw):
     with pytest.raises(InvalidSequence, match="empty") as info:
         normalize_sequence(raw, "empty_one")
     assert info.value.record_id == "empty_one"
+
+
+def test_codes_other_than_n_are_counted_apart():
+    norm = normalize_sequence("ACRYNnkm", "r1")
+    assert (norm.n_ambiguous, norm.n_codes) == (6, 4)
+    assert normalize_sequence(norm.sequence) == norm  # n_codes is not part of equality
+    assert normalize_sequence(norm.sequence).n_codes == 0
