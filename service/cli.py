@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 
 from service.contract.errors import DnabertError
@@ -35,20 +39,95 @@ def _settings(args) -> Settings:
     return Settings(**overrides)
 
 
+MAX_HEADER_BYTES = 16 * 1024
+"""Request line and headers together (h11's incomplete-event limit); beyond it 400."""
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before any model is loaded: a busy port fails at once."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from service.api.app import create_app
+    from service.api.app import create_app, drain
 
     settings = _settings(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sock = _listen_socket(settings.host, settings.port)
+    except OSError as exc:
+        why = ("the address is already in use (is another server running there?)"
+               if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)))
+        print(f"dnabert-serve: error: cannot listen on {settings.host}:{settings.port}: {why}; "
+              f"choose another port with --port N or DNABERT_PORT=N", file=sys.stderr)
+        return 2
     app = create_app(settings)
+    grace = settings.shutdown_grace_s
+
+    class Server(uvicorn.Server):
+        """uvicorn, draining the requests in progress on SIGTERM (:func:`service.api.app.drain`)."""
+
+        def handle_exit(self, sig, frame) -> None:
+            app.state.in_flight.draining = True  # refuse new requests before the port closes
+            super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets=None) -> None:
+            draining = asyncio.ensure_future(drain(app, grace))
+            try:
+                await super().shutdown(sockets)
+            finally:
+                draining.cancel()
+
+    # http="h11": the header limit below holds whatever parsers are installed (httptools has none).
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                            access_log=args.access_log, http="h11", timeout_keep_alive=settings.keep_alive_s,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES, timeout_graceful_shutdown=grace)
+    server = Server(config)
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     print(f"dnabert-serve: serving {settings.models_dir} on http://{settings.host}:{settings.port} "
           f"(API docs: http://{host}:{settings.port}/docs)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                timeout_keep_alive=30, access_log=args.access_log)
-    return 0
+    # uvicorn re-raises the signal it shut down for, under the handler it found: a SIGTERM that
+    # ended in a graceful shutdown then exits 0 instead of dying of the signal.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if main_thread else None
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        sock.close()
+    return 0 if server.started else 3
+
+
+OUTPUT_FORMATS = ("csv", "tsv", "json")
+
+
+def output_format(output: str | None, requested: str | None) -> str:
+    """``--format``, else the output file's extension, else CSV; an extension that names no
+    format we write is refused (rather than writing CSV into ``out.xlsx``)."""
+    if requested:
+        return requested
+    if not output:
+        return "csv"
+    suffix = Path(output).suffix.lstrip(".").lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(f"cannot tell the output format from {Path(output).name!r}: name the file "
+                         f"*.csv, *.tsv or *.json, or give --format {{{','.join(OUTPUT_FORMATS)}}}")
+    return suffix
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported on one line, exit status 2."""
 
 
 async def predict_file(path: Path, task: str, model: str | None, settings: Settings, progress: bool = True):
@@ -62,9 +141,9 @@ async def predict_file(path: Path, task: str, model: str | None, settings: Setti
                                max_sequence_length=settings.max_sequence_length)
     service = InferenceService(settings)
     await service.start()
+    bar = tqdm(total=len(records), unit="seq", disable=not progress, file=sys.stderr)
     try:
         pieces = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
-        bar = tqdm(total=len(records), unit="seq", disable=not progress, file=sys.stderr)
 
         async def one(piece):
             result = await service.predict(task, piece, model)
@@ -72,8 +151,8 @@ async def predict_file(path: Path, task: str, model: str | None, settings: Setti
             return result
 
         results = await asyncio.gather(*(one(p) for p in pieces))
-        bar.close()
     finally:
+        bar.close()  # before any error message, which then starts on a line of its own
         await service.stop()
     merged = results[0].model_copy(update={
         "results": [r for res in results for r in res.results],
@@ -86,13 +165,11 @@ def cmd_predict(args) -> int:
     from service.api.formats import lncrna_table, promoter_table
     from service.contract.tasks import PROMOTER
 
+    fmt = output_format(args.output, args.format)  # refused before any model is loaded
     settings = _settings(args)
     settings.max_queue = max(settings.max_queue, 1 << 30)  # offline: the whole file may queue
     settings.request_timeout_s = max(settings.request_timeout_s, 24 * 3600)
     result = asyncio.run(predict_file(Path(args.file), args.task, args.model, settings, not args.quiet))
-    fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "csv")
-    if fmt not in ("csv", "tsv", "json"):
-        fmt = "csv"
     if fmt == "json":
         text = result.model_dump_json(indent=2) + "\n"
     else:
@@ -123,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True, choices=TASK_NAMES)
     s.add_argument("--model", help="promoter variant or 'all' (default from settings)")
     s.add_argument("-o", "--output", help="output file (.csv, .tsv or .json); default: CSV to stdout")
-    s.add_argument("--format", choices=["csv", "tsv", "json"])
+    s.add_argument("--format", choices=OUTPUT_FORMATS, help="default: from the output file's extension, else csv")
     s.add_argument("--models-dir")
     s.add_argument("--device", choices=["auto", "cpu", "gpu"])
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -139,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (record {exc.record_id})" if exc.record_id else ""
         print(f"dnabert-serve: error [{exc.code}]{where}: {exc.message}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, UsageError) as exc:
         print(f"dnabert-serve: error: {exc}", file=sys.stderr)
         return 2
 

@@ -52,7 +52,21 @@ class Settings(BaseSettings):
     max_requests_in_flight: int = Field(
         128, ge=1, description="prediction requests being read, parsed, queued or run at once; beyond it "
                                "429 before the body is read (with max_upload_bytes, a bound on memory)")
-    request_timeout_s: float = Field(60.0, gt=0.0)
+    request_timeout_s: float = Field(
+        60.0, gt=0.0, description="deadline of a request's inference (from the moment its sequences are "
+                                  "queued); a request that cannot make it behind the queued work is "
+                                  "refused at once with 429, one that runs out of time gets 504")
+    body_timeout_s: float = Field(
+        30.0, gt=0.0, description="seconds to receive a prediction request's whole body, counted from the "
+                                  "start of reading it; then 408 body_timeout and its in-flight slot is "
+                                  "freed (a client trickling its upload cannot hold a slot for longer)")
+    shutdown_grace_s: float = Field(
+        10.0, ge=0.0, le=600.0, description="on SIGTERM: new requests are refused (503 shutting_down, and "
+                                            "the port is closed), requests in progress get this long to "
+                                            "finish; what is left then is answered 503 and the process exits")
+    keep_alive_s: float = Field(
+        5.0, gt=0.0, le=600.0, description="an idle keep-alive connection is closed after this long; behind "
+                                           "a load balancer, set it above the balancer's idle timeout")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="after gzip decompression")
     max_records: int = Field(20000, ge=1, description="records per request")
     max_sequence_length: int = Field(100_000, ge=1, description="nucleotides per record")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -16,8 +17,8 @@ from service import __version__
 from service.api.lifecycle import InFlight
 from service.api.middleware import REQUEST_ID, RequestContext
 from service.api.probes import catalogue, probes
-from service.api.protocol import ErrorBody, ErrorResponse, PredictRequest
-from service.api.routes import inference
+from service.api.protocol import ErrorBody, ErrorResponse
+from service.api.routes import body_schemas, inference
 from service.api.security import AUTH_RESPONSES, require_api_key
 from service.contract.errors import DnabertError, Overloaded, Unauthorized
 from service.metrics import ServiceMetrics
@@ -33,6 +34,36 @@ def error_response(status: int, code: str, message: str, request: Request, *, re
     body = ErrorResponse(error=ErrorBody(code=code, message=message, record_id=record_id, line=line, request_id=rid))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
+
+
+async def drain(app: FastAPI, grace: float) -> None:
+    """Let the requests in progress finish, within ``grace`` seconds (``shutdown_grace_s``).
+
+    ``dnabert-serve serve`` runs this on SIGTERM beside uvicorn's own shutdown, which closes the
+    port and the idle connections at once, waits up to ``grace`` seconds
+    (``timeout_graceful_shutdown``) for the others, then runs the lifespan's shutdown:
+
+    1. new prediction requests are refused at once: 503 ``shutting_down``;
+    2. the requests in progress get until ``grace`` less a margin (a fifth of it, at most 2 s)
+       to finish and are answered as usual;
+    3. then what is left is answered cleanly, before uvicorn's deadline: bodies still arriving
+       stop (503 ``shutting_down``), queued sequences are dropped (503 ``not_ready``, "shutting
+       down"), and running batches get half the margin to deliver their rows.
+    """
+    gate: InFlight = app.state.in_flight
+    gate.draining = True
+    loop = asyncio.get_running_loop()
+    margin = min(2.0, 0.2 * grace)
+    end = loop.time() + grace - margin
+    while gate.count and loop.time() < end:
+        await asyncio.sleep(0.05)
+    if not gate.count:
+        return
+    log.warning("shutting down: %d request(s) still in progress after %.1f s are answered 503",
+                gate.count, grace - margin)
+    gate.cut_off()
+    svc = app.state.service
+    await asyncio.gather(*(lm.batcher.stop(grace=margin / 2) for lm in list(svc.models.values())))
 
 
 def create_app(settings: Settings | None = None, service: InferenceService | None = None) -> FastAPI:
@@ -71,17 +102,21 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
         else:
             app.include_router(router)
     app.include_router(probes)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> dict:
+        """Where to start: no web page yet, so the way to the API's documentation."""
+        return {"service": app.title, "version": __version__, "docs": app.docs_url, "openapi": app.openapi_url,
+                "health": "/healthz", "ready": "/readyz", "models": "/models",
+                "predict": ["/predict/promoter", "/predict/lncrna-localization"]}
     default_openapi = app.openapi
 
     def openapi() -> dict:
-        # The predict routes read their bodies themselves; register the JSON body's schema that
-        # their openapi_extra refers to (#/components/schemas/PredictRequest).
+        # The predict routes read their bodies themselves; register the body schemas that their
+        # openapi_extra refers to (PredictRequest, FastaText), with this server's limits.
         if app.openapi_schema is None:
             schema = default_openapi()
-            body = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(body.pop("$defs", {}))
-            components["PredictRequest"] = body
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schemas(settings))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -120,7 +155,9 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), request)
+        # exc.headers: the Allow header of a 405, for one
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), request,
+                              headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

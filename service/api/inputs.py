@@ -12,6 +12,8 @@ bytes and decompressed under the same limit (:class:`service.contract.fasta.Stre
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -35,7 +37,7 @@ from service.contract.errors import (
     SequenceTooLong,
     TooManyRecords,
 )
-from service.contract.fasta import FastaRecord, read_fasta_bytes
+from service.contract.fasta import FastaRecord, id_preview, id_problem, read_fasta_bytes
 from service.settings import Settings
 
 FASTA_TYPES = ("text/plain", "text/x-fasta", "application/x-fasta", "application/fasta",
@@ -59,6 +61,21 @@ class InvalidMultipart(DnabertError):
     http_status = 400
 
 
+class BodyTimeout(DnabertError):
+    """The body did not arrive within ``body_timeout_s`` of the start of reading it."""
+
+    code = "body_timeout"
+    http_status = 408
+
+
+class ShuttingDown(DnabertError):
+    """The service is shutting down: a request arriving now, or one whose body or work could not
+    finish within the shutdown grace period."""
+
+    code = "shutting_down"
+    http_status = 503
+
+
 def _check_length(request: Request, settings: Settings) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
@@ -66,11 +83,42 @@ def _check_length(request: Request, settings: Settings) -> None:
 
 
 async def _body_chunks(request: Request, settings: Settings) -> AsyncIterator[bytes]:
-    """The body's chunks as they arrive; 413 as soon as more than the limit has arrived."""
+    """The body's chunks as they arrive; 413 as soon as more than the limit has arrived.
+
+    Reading has a deadline of its own: the whole body must have arrived ``body_timeout_s`` after
+    reading began, else 408 ``body_timeout`` (a client trickling its upload, or stalling half-way,
+    must not hold its in-flight slot for longer). When the service's shutdown grace period is
+    over (``InFlight.cut_off``), reading stops with 503 ``shutting_down``.
+    """
     _check_length(request, settings)
     limit, size = settings.max_upload_bytes, 0
+    loop = asyncio.get_running_loop()
+    timeout = settings.body_timeout_s
+    deadline = loop.time() + timeout
+    gate = getattr(getattr(request.scope.get("app"), "state", None), "in_flight", None)
+    cut: asyncio.Future | None = gate.cutoff_waiter() if hasattr(gate, "cutoff_waiter") else None
+    stream = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            step = asyncio.ensure_future(anext(stream))
+            try:
+                await asyncio.wait({step} if cut is None else {step, cut},
+                                   timeout=max(0.0, deadline - loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not step.done():
+                    step.cancel()
+                    await asyncio.gather(step, return_exceptions=True)
+            if step.cancelled():
+                if cut is not None and cut.done():
+                    raise ShuttingDown("the service is shutting down; the request body did not arrive "
+                                       "in time to be served")
+                raise BodyTimeout(f"the request body did not arrive within {timeout:g} s "
+                                  f"({size} bytes received); send it faster or in a smaller piece")
+            try:
+                chunk = step.result()
+            except StopAsyncIteration:
+                return
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
@@ -78,6 +126,9 @@ async def _body_chunks(request: Request, settings: Settings) -> AsyncIterator[by
                 yield chunk
     except ClientDisconnect:
         raise ClientClosed("the client closed the connection before the request body was complete") from None
+    finally:
+        if cut is not None:
+            cut.cancel()
 
 
 async def _read_body(request: Request, settings: Settings) -> bytes:
@@ -168,18 +219,85 @@ async def _read_multipart_file(request: Request, settings: Settings) -> bytes:
     return b"".join(sink.file)
 
 
-def _json_records(body: bytes, settings: Settings) -> list[FastaRecord]:
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook`` of :func:`json.loads`: an object, unless a key appears twice in it."""
+    obj: dict = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: object) -> bool:
+    """Whether any string (key or value) of a parsed JSON document holds a lone surrogate
+    (``"\\ud800"``): such text cannot be encoded in an answer."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _parse_json(body: bytes) -> object:
+    """The JSON document of ``body`` (strict UTF-8), refusing a key repeated in any object:
+    with a repeated key, every JSON parser silently keeps one of the values (the last one, for
+    ``"sequences"``), so records would be dropped without a word."""
     try:
-        req = PredictRequest.model_validate_json(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson(f"invalid JSON body: byte 0x{body[exc.start]:02x} at offset {exc.start} is not "
+                          "valid UTF-8") from None
+    try:
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as dup:
+        raise InvalidJson(f"invalid JSON body: the key {id_preview(dup.key)} appears more than once in one "
+                          "object; only one of its values would be read, so the body is refused") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(f"invalid JSON body: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:  # numbers over the digit limit, nesting too deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise InvalidJson(f"invalid JSON body: {reason}") from None
+    if _lone_surrogate(doc):
+        raise InvalidJson("invalid JSON body: a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
+    return doc
+
+
+def _json_records(body: bytes, settings: Settings) -> list[FastaRecord]:
+    doc = _parse_json(body)
+    try:
+        req = PredictRequest.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
+        if len(where) > 200:  # an unknown key can be as long as the body: not echoed whole
+            where = where[:200] + "..."
         raise InvalidJson(f"invalid JSON body at {where or 'body'}: {first.get('msg')}") from None
     if len(req.sequences) > settings.max_records:
         raise TooManyRecords(f"more than {settings.max_records} records")
     seen: set[str] = set()
     records = []
-    for item in req.sequences:
+    for i, item in enumerate(req.sequences):
+        problem = id_problem(item.id)
+        if problem is not None:
+            raise InvalidJson(f"sequences.{i}.id: record id {id_preview(item.id)} holds a {problem}; ids are "
+                              "echoed in JSON, CSV and TSV answers and may not contain control or "
+                              "bidirectional-text characters")
         if item.id in seen:
             raise InvalidJson(f"duplicate record id {item.id!r}", record_id=item.id)
         seen.add(item.id)

@@ -5,20 +5,26 @@ per-request dependency) and calls :meth:`InferenceCall.run` with its task, the m
 for, the output format, the work to do on the records and the table renderer. ``run`` does, in
 this order and for every endpoint alike:
 
-1. **format negotiation** (``format=`` or ``Accept``; 406 listing what is offered);
+0. **parameter check**: a query parameter the route does not declare (a misspelled
+   ``threshold_nucleolus``) is a 422 naming it and the accepted ones, never silently ignored;
+1. **format negotiation** (``format=`` or ``Accept`` with its q-values; 406 listing what is
+   offered: :mod:`service.api.negotiation`);
 2. **model resolution** (404 unknown, 503 not ready or not served) before the body is read;
 3. **admission** against ``max_requests_in_flight`` (429 with ``Retry-After``, before the body);
-4. **reading the body** (FASTA, gzip, multipart or JSON, within the upload limits);
+4. **reading the body** (FASTA, gzip, multipart or JSON, within the upload limits and the
+   body deadline ``body_timeout_s``: 408 ``body_timeout``, and the slot is free again);
 5. **the work**, awaited while watching for the client to go away: a disconnect cancels it,
    and its queued sequences leave the batchers unrun (the deadline is the batcher's: 504);
-6. **counting**: every request and its sequences by endpoint, model and status, refusals
-   included, with the model label only ever a served model's name (or ``unknown``);
+6. **counting**: every request and its sequences by endpoint, model and status, refusals and
+   unexpected errors (500, re-raised to the app's handler) included, with the model label only
+   ever a served model's name (or ``unknown``);
 7. **rendering**: JSON, or CSV/TSV through the endpoint's table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -27,9 +33,10 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
-from service.api.formats import MEDIA, Format, choose_format
-from service.api.inputs import read_records
+from service.api.inputs import ShuttingDown, read_records
+from service.api.negotiation import MEDIA, Format, choose_format
 from service.contract.errors import ClientClosed, DnabertError, Overloaded
 from service.contract.fasta import FastaRecord
 from service.contract.tasks import ALL
@@ -43,16 +50,75 @@ T = TypeVar("T")
 Table = Callable[[Any, Format], str]
 
 
+class UnknownParameter(DnabertError):
+    """A query parameter the endpoint does not declare (a typo would otherwise be ignored)."""
+
+    code = "invalid_parameter"
+    http_status = 422
+
+
+def declared_query_parameters(request: Request) -> list[str]:
+    """The query parameters the request's route declares, its dependencies' included."""
+    route = request.scope.get("route")
+    dependants = [route.dependant] if route is not None and hasattr(route, "dependant") else []
+    names: dict[str, None] = {}
+    while dependants:
+        dependant = dependants.pop(0)
+        names.update(dict.fromkeys(p.alias for p in dependant.query_params))
+        dependants.extend(dependant.dependencies)
+    return list(names)
+
+
+def refuse_unknown_parameters(request: Request) -> None:
+    """422 naming the query parameters the route does not declare, and the accepted ones."""
+    accepted = declared_query_parameters(request)
+    unknown = sorted(set(request.query_params) - set(accepted))
+    if not unknown:
+        return
+    named = ", ".join(repr(name[:64]) for name in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+    hint = difflib.get_close_matches(unknown[0], accepted, n=1)
+    raise UnknownParameter(f"unknown query parameter{'s' if len(unknown) > 1 else ''} {named}"
+                           + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                           + f"; accepted: {', '.join(accepted)}")
+
+
 class InFlight:
-    """Inference requests between admission and their answer (one event loop: no lock needed)."""
+    """Inference requests between admission and their answer (one event loop: no lock needed).
+
+    Shutdown (:func:`service.api.app.drain`): once ``draining`` is set, new requests are refused
+    with 503 ``shutting_down``; after :meth:`cut_off`, bodies still being read stop with the same.
+    """
 
     def __init__(self, limit: int):
         self.limit = limit
         self.count = 0
+        self.draining = False
+        self.cut = False
+        self._cut_waiters: set[asyncio.Future] = set()
+
+    def cutoff_waiter(self) -> asyncio.Future:
+        """A future (of the running loop) that is done once :meth:`cut_off` has been called."""
+        fut = asyncio.get_running_loop().create_future()
+        if self.cut:
+            fut.set_result(None)
+        else:
+            self._cut_waiters.add(fut)
+            fut.add_done_callback(self._cut_waiters.discard)
+        return fut
+
+    def cut_off(self) -> None:
+        """The shutdown grace period is over: bodies still being read stop (503)."""
+        self.cut = True
+        for fut in list(self._cut_waiters):
+            if not fut.done():
+                fut.set_result(None)
 
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Admit a request, or refuse it with 429 (before its body is read)."""
+        if self.draining:
+            raise ShuttingDown("the service is shutting down and takes no new requests; retry "
+                               "(on another instance, or once it has restarted)")
         if self.count >= self.limit:
             raise Overloaded(f"{self.limit} prediction requests are already in progress; retry in 1 s",
                              retry_after=1.0)
@@ -77,18 +143,21 @@ class InferenceCall:
         label = self._label(task, model)
         records: list[FastaRecord] | None = None
         try:
-            chosen = choose_format(self.request, fmt)
+            refuse_unknown_parameters(self.request)
+            chosen = choose_format(fmt, self.request.headers.get("accept"))
             label = self._label(task, model, self.service.resolve(task, model))
             with self.gate.admit():
                 records = await read_records(self.request, self.settings)
                 result = await self._unless_disconnected(work(records))
+            response = _render(result, chosen, table)
         except DnabertError as exc:
             self._count(task, label, exc.http_status, records)
             raise
+        except Exception as exc:  # a bug: counted here, answered 500 by the app's handler
+            self._count(task, label, 499 if isinstance(exc, ClientDisconnect) else 500, records)
+            raise
         self._count(task, label, 200, records)
-        if chosen == "json":
-            return JSONResponse(result.model_dump(mode="json"))
-        return PlainTextResponse(table(result, chosen), media_type=MEDIA[chosen])
+        return response
 
     def _label(self, task: str, model: str | None, resolved: list | None = None) -> str:
         """The metrics label: the served model's name, ``all``, or ``unknown`` (never client text)."""
@@ -106,6 +175,8 @@ class InferenceCall:
             m.sequences.labels(endpoint, model, str(status)).inc(len(records))
         if status == 429:
             m.rejected.labels(endpoint, "overloaded").inc()
+        elif status == 408:
+            m.rejected.labels(endpoint, "body_timeout").inc()
 
     async def _unless_disconnected(self, work: Awaitable[T]) -> T:
         """Await ``work``; if the client disconnects first, cancel it (its queued sequences are
@@ -126,6 +197,12 @@ class InferenceCall:
         log.info("request %s: the client disconnected while waiting; its work was withdrawn",
                  getattr(self.request.state, "request_id", "-"))
         raise ClientClosed("the client closed the connection before the answer was ready")
+
+
+def _render(result: BaseModel, fmt: Format, table: Table) -> Response:
+    if fmt == "json":
+        return JSONResponse(result.model_dump(mode="json"))
+    return PlainTextResponse(table(result, fmt), media_type=MEDIA[fmt])
 
 
 async def _disconnected(request: Request) -> None:

@@ -24,6 +24,27 @@ Scheduling (after TEI / Infinity practice, with an explicit fairness rule):
   within twice its real tokens (no short sequence is dragged into a batch of long ones when it
   would cost far more than it is worth). A sequence longer than the whole budget runs alone.
   Candidates not taken stay queued in their request's original order.
+* **Deadlines.** ``submit(..., timeout=)`` gives a request a deadline. The batcher measures its
+  throughput in real tokens per busy second (the union of the run intervals of its last 64
+  successful batches, so idle time does not count) once it has run at least
+  ``_MIN_RATE_BATCHES`` batches; before that no estimate is made and the rules below do not
+  apply. A request is *feasible* while its queued tokens alone, at the measured rate, fit in the
+  time left to its deadline.
+* **Admission against the deadline.** A request with a deadline is refused at once with
+  :class:`~service.contract.errors.Overloaded` (and a ``retry_after`` estimate) when the queued
+  tokens of the feasible requests whose deadlines come no later than its own, plus its own
+  tokens, would not run before its deadline at the measured rate. A request with nothing
+  queued ahead of it is always admitted (retrying could not help it, and it delays no one).
+* **Deadline mode.** Before each cut the scheduler estimates when each request would finish under
+  the fair rule above (processor sharing: the queued tokens of every pending request, each
+  counted up to the request's own queued tokens, at the measured rate). When some feasible
+  request would overrun its deadline that way, the batch is cut in deadline mode instead:
+  requests are ranked feasible first, then by earliest deadline (none: last), then by age, and
+  the candidate window is filled request by request in that order (all of the first request's
+  queued items, then the next request's) rather than round-robin. Requests are then finished
+  one after another, as many as the deadlines allow, instead of all advancing together and all
+  timing out; a request that can no longer finish in time yields to those that can. Once no
+  feasible request is at risk, the fair rule applies again.
 * Once work is queued the scheduler waits up to ``max_wait_ms`` after the first item arrived for
   more to come, unless a full batch is already queued. At most ``workers`` batches are in flight;
   while they run, the scheduler already waits for the next slot with the queue filling behind it.
@@ -36,6 +57,7 @@ Scheduling (after TEI / Infinity practice, with an explicit fairness rule):
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import logging
 import math
@@ -68,6 +90,8 @@ _MAX_PADDING_FACTOR = 2.0
 # Throughput for the Retry-After estimate is measured over batches that ended this recently.
 _THROUGHPUT_HORIZON_S = 60.0
 _MAX_RETRY_AFTER_S = 60.0
+# Deadline admission and deadline mode need a throughput measured over at least this many batches.
+_MIN_RATE_BATCHES = 3
 
 
 @dataclass(frozen=True)
@@ -122,9 +146,11 @@ class NullObserver:
 
 
 class _Request:
-    __slots__ = ("id", "future", "pending", "rows", "remaining", "last_served", "enqueued_at")
+    __slots__ = ("id", "future", "pending", "rows", "remaining", "last_served", "enqueued_at",
+                 "deadline", "tokens")
 
-    def __init__(self, rid: int, future: asyncio.Future, n: int, last_served: int, now: float):
+    def __init__(self, rid: int, future: asyncio.Future, n: int, last_served: int, now: float,
+                 deadline: float = math.inf):
         self.id = rid
         self.future = future
         self.pending: deque[_Item] = deque()
@@ -132,6 +158,8 @@ class _Request:
         self.remaining = n
         self.last_served = last_served
         self.enqueued_at = now
+        self.deadline = deadline  # time.monotonic() by which it must finish; inf: none
+        self.tokens = 0  # real tokens of its queued (not yet running) items
 
 
 # Least recently served first; ties: the older request first.
@@ -172,7 +200,10 @@ class DynamicBatcher:
         self._first_arrival = 0.0
         self._batches_cut = 0
         self._inflight: dict[asyncio.Task, list[_Item]] = {}
-        self._recent: deque[tuple[float, float, int]] = deque(maxlen=64)  # (start, end, n items)
+        # (start, end, n items, real tokens) of the last successful batches
+        self._recent: deque[tuple[float, float, int, int]] = deque(maxlen=64)
+        self._rate: float | None = None  # real tokens per busy second; None: not measured yet
+        self.deadline_cuts = 0  # batches cut in deadline mode (for tests and logs)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -231,7 +262,12 @@ class DynamicBatcher:
 
     async def submit(self, sequences: Sequence[Sequence[int]], *,
                      timeout: float | None = None) -> np.ndarray:
-        """Run ``sequences`` and return ``np.stack`` of their output rows, in input order."""
+        """Run ``sequences`` and return ``np.stack`` of their output rows, in input order.
+
+        Raises :class:`Overloaded` at once when the queue is full, or when ``timeout`` is given
+        and the request cannot finish in time behind the work queued ahead of it (see the module
+        docstring); :class:`RequestTimeout` when ``timeout`` passes before its rows are ready.
+        """
         n = len(sequences)
         if n == 0:
             raise ValueError("submit() needs at least one sequence")
@@ -250,13 +286,17 @@ class DynamicBatcher:
 
         loop = self._loop
         now = time.monotonic()
-        req = _Request(self._next_id, loop.create_future(), n, self._batches_cut - 2, now)
-        self._next_id += 1
+        deadline = now + max(timeout, 0.0) if timeout is not None else math.inf
+        req = _Request(self._next_id, loop.create_future(), n, self._batches_cut - 2, now, deadline)
         tokens = 0
         for i, seq in enumerate(sequences):
             item = _Item(req, i, seq)
             tokens += item.length
             req.pending.append(item)
+        req.tokens = tokens
+        if timeout is not None:
+            self._admit_by_deadline(n, tokens, timeout, deadline, now)
+        self._next_id += 1
         if self._depth == 0:
             self._first_arrival = now
         self._active[req.id] = req
@@ -295,6 +335,7 @@ class DynamicBatcher:
             return
         tokens = sum(item.length for item in req.pending)
         req.pending.clear()
+        req.tokens = 0
         self._depth -= n
         self._queued_tokens -= tokens
         self._call_observer("dropped", n, reason)
@@ -304,6 +345,80 @@ class DynamicBatcher:
         if not req.future.done():
             req.future.set_exception(error)
         self._drop(req, reason)
+
+    def _token_rate(self) -> float | None:
+        """Real tokens per busy second over the recent successful batches (the union of their run
+        intervals: idle time between batches does not count); None until measured."""
+        if self._rate is None and len(self._recent) >= _MIN_RATE_BATCHES:
+            spans = sorted((start, end) for start, end, _, _ in self._recent)
+            busy, (lo, hi) = 0.0, spans[0]
+            for start, end in spans[1:]:
+                if start > hi:
+                    busy += hi - lo
+                    lo, hi = start, end
+                else:
+                    hi = max(hi, end)
+            busy += hi - lo
+            tokens = sum(r[3] for r in self._recent)
+            if busy > 0 and tokens > 0:
+                self._rate = tokens / busy
+        return self._rate
+
+    def _admit_by_deadline(self, n: int, tokens: int, timeout: float, deadline: float,
+                           now: float) -> None:
+        """Refuse (Overloaded) a request that cannot finish before its deadline behind the work
+        that would be served before it (see the module docstring)."""
+        rate = self._token_rate()
+        if rate is None:
+            return
+        ahead = sum(r.tokens for r in self._active.values()
+                    if r.deadline <= deadline and r.tokens <= rate * (r.deadline - now))
+        if ahead == 0:
+            return
+        need = (ahead + tokens) / rate
+        if need <= timeout:
+            return
+        # Retry once enough of the work ahead has run for this request to fit (if it ever can
+        # when alone; else once the work ahead has run).
+        wait = need - timeout if tokens / rate <= timeout else ahead / rate
+        retry_after = float(min(_MAX_RETRY_AFTER_S, max(1.0, math.ceil(wait))))
+        raise Overloaded(
+            f"model {self.name!r} is overloaded: the work queued ahead of these {n} sequences "
+            f"would take about {ahead / rate:.1f} s and theirs {tokens / rate:.1f} s, past the "
+            f"{timeout:g} s deadline; retry in {retry_after:.0f} s", retry_after=retry_after)
+
+    def _ranked(self) -> tuple[list[_Request], bool]:
+        """Pending requests in rank order, and whether that is deadline mode."""
+        requests = list(self._active.values())
+        rate = self._token_rate()
+        if rate is None or not any(r.deadline < math.inf for r in requests):
+            return sorted(requests, key=_RANK), False
+        now = time.monotonic()
+        # Fair (processor-sharing) finish of a request holding w tokens: every pending request's
+        # tokens counted up to w.
+        works = sorted(r.tokens for r in requests)
+        prefix = [0]
+        for w in works:
+            prefix.append(prefix[-1] + w)
+        at_risk = False
+        for r in requests:
+            if r.deadline == math.inf:
+                continue
+            budget = rate * (r.deadline - now)  # tokens that can still run before its deadline
+            if r.tokens > budget:
+                continue  # cannot finish even alone: no mode saves it
+            k = bisect.bisect_left(works, r.tokens)
+            if prefix[k] + r.tokens * (len(works) - k) > budget:
+                at_risk = True
+                break
+        if not at_risk:
+            return sorted(requests, key=_RANK), False
+
+        def deadline_rank(r: _Request):
+            feasible = r.deadline == math.inf or r.tokens <= rate * (r.deadline - now)
+            return (not feasible, r.deadline, r.id)
+
+        return sorted(requests, key=deadline_rank), True
 
     def _retry_after(self, n: int) -> float:
         """Seconds until enough of the queue has drained for ``n`` more sequences to fit."""
@@ -365,12 +480,22 @@ class DynamicBatcher:
             raise
 
     def _window(self) -> list[_Item]:
-        """Up to ``window`` queued items, round-robin over requests in rank order."""
+        """Up to ``window`` queued items, round-robin over requests in rank order (in deadline
+        mode: request by request, in deadline order)."""
         limit = self.config.window
-        requests = sorted(self._active.values(), key=_RANK)
+        requests, deadline_mode = self._ranked()
+        if deadline_mode:
+            self.deadline_cuts += 1
+            window: list[_Item] = []
+            for req in requests:
+                for item in req.pending:
+                    window.append(item)
+                    if len(window) >= limit:
+                        return window
+            return window
         if len(requests) >= limit:  # the heads alone fill the window
             return [req.pending[0] for req in requests[:limit]]
-        window: list[_Item] = []
+        window = []
         iterators = [iter(req.pending) for req in requests]
         while iterators and len(window) < limit:
             still = []
@@ -442,6 +567,7 @@ class DynamicBatcher:
                 item = pending.popleft()
                 if item.index in indexes:
                     left -= 1
+                    req.tokens -= item.length
                 else:
                     keep.append(item)
             pending.extendleft(reversed(keep))
@@ -474,7 +600,8 @@ class DynamicBatcher:
             ended = time.monotonic()
             failed = out is None
             if not failed:
-                self._recent.append((started, ended, len(batch)))
+                self._recent.append((started, ended, len(batch), sum(item.length for item in batch)))
+                self._rate = None  # measured again when next needed
             longest = max(item.length for item in batch)
             self._call_observer(
                 "batch_done", size=len(batch), padded_tokens=longest * len(batch),

@@ -30,7 +30,7 @@ from service.contract.errors import (
     NotReady,
 )
 from service.contract.fasta import FastaRecord
-from service.contract.prepare import Prepared, prepare
+from service.contract.prepare import MOSTLY_AMBIGUOUS, NO_INFORMATIVE_BASES, Prepared, prepare
 from service.contract.results import (
     LncRnaResponse,
     LncRnaResult,
@@ -322,6 +322,7 @@ class InferenceService:
         prep, outs = await self.scores(records, models, self.settings.request_timeout_s)
         build = _promoter_response if task == PROMOTER else _lncrna_response
         result = build(self.settings, models, prep, outs, thresholds or {})
+        _count_uninformative(self.metrics, task, prep)
         self.metrics.request_latency.labels(task).observe(time.perf_counter() - start)
         return result
 
@@ -334,19 +335,35 @@ class InferenceService:
         return await self.predict(LNCRNA, records, model, thresholds)
 
 
+def _count_uninformative(metrics: ServiceMetrics, task: str, prep: Prepared) -> None:
+    """Records answered without a score (no informative base) or scored but mostly ambiguous."""
+    unscored = sum(not prep.scored(i) for i in range(len(prep.ids)))
+    mostly = sum(prep.mostly_ambiguous(i) for i in range(len(prep.ids)))
+    if unscored:
+        metrics.uninformative.labels(task, NO_INFORMATIVE_BASES).inc(unscored)
+    if mostly:
+        metrics.uninformative.labels(task, MOSTLY_AMBIGUOUS).inc(mostly)
+
+
 def _promoter_response(settings: Settings, models: list[LoadedModel], prep: Prepared, outs: list[np.ndarray],
                        thresholds: dict[str, float]) -> PromoterResponse:
-    """One probability per record: the model's, or with several models (``all``) their mean."""
+    """One probability per record: the model's, or with several models (``all``) their mean.
+    A record without any informative base gets none (null probability, label and variants)."""
     threshold = thresholds.get("promoter", settings.promoter_threshold)
     probs = np.stack([o[:, 0] for o in outs], axis=1)  # (N, n_models)
     name = ALL if len(models) > 1 else models[0].name
     results = []
     for i, rid in enumerate(prep.ids):
-        p = float(probs[i].mean())
+        p: float | None = None
+        label = variants = None
+        if prep.scored(i):
+            p = float(probs[i].mean())
+            label = "promoter" if p >= threshold else "non_promoter"
+            if len(models) > 1:
+                variants = {m.name: float(probs[i, j]) for j, m in enumerate(models)}
         results.append(PromoterResult(
-            id=rid, length=prep.lengths[i], probability=p,
-            label="promoter" if p >= threshold else "non_promoter", model=name,
-            variant_probabilities={m.name: float(probs[i, j]) for j, m in enumerate(models)} if len(models) > 1 else None,
+            id=rid, length=prep.lengths[i], probability=p, label=label, model=name,
+            variant_probabilities=variants,
             truncated=prep.truncated[i], ambiguous_bases=prep.ambiguous[i], flags=prep.flags(i),
         ))
     return PromoterResponse(model=name, threshold=threshold, count=len(results), results=results)
@@ -354,16 +371,17 @@ def _promoter_response(settings: Settings, models: list[LoadedModel], prep: Prep
 
 def _lncrna_response(settings: Settings, models: list[LoadedModel], prep: Prepared, outs: list[np.ndarray],
                      thresholds: dict[str, float]) -> LncRnaResponse:
-    """A sigmoid score per label; the locations are the labels at or over their threshold."""
+    """A sigmoid score per label; the locations are the labels at or over their threshold.
+    A record without any informative base gets no scores and no location."""
     (lm,), (scores,) = models, outs
     labels = lm.model.card.labels
     th = {**settings.lncrna_thresholds, **thresholds}
     results = []
     for i, rid in enumerate(prep.ids):
-        row = {label: float(scores[i, j]) for j, label in enumerate(labels)}
+        row = {label: float(scores[i, j]) for j, label in enumerate(labels)} if prep.scored(i) else None
         results.append(LncRnaResult(
-            id=rid, length=prep.lengths[i], scores=LncRnaScores(**row),
-            locations=[label for label in labels if row[label] >= th.get(label, 0.5)],
+            id=rid, length=prep.lengths[i], scores=LncRnaScores(**row) if row is not None else None,
+            locations=[label for label in labels if row[label] >= th.get(label, 0.5)] if row is not None else [],
             truncated=prep.truncated[i], ambiguous_bases=prep.ambiguous[i], flags=prep.flags(i),
             model=lm.name,
         ))

@@ -26,9 +26,9 @@ HAS_LNCRNA = (MODELS_DIR / "lncrna-localization").is_dir()
 needs_lncrna = pytest.mark.skipif(not HAS_LNCRNA, reason="no lncRNA model")
 
 from service.cli import main  # noqa: E402
+from service.contract.tasks import PROMOTER_VARIANTS  # noqa: E402
 from service.runtime.model import OnnxModel  # noqa: E402
 from service.runtime.offline import predict_sequences  # noqa: E402
-from service.contract.tasks import PROMOTER_VARIANTS
 from service.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -304,3 +304,45 @@ def test_python_m_service_predict_in_a_child_process(tmp_path, records):
     assert "digits_here" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+# -- first-contact fixes --------------------------------------------------------------------------
+
+
+def test_an_output_name_without_a_known_format_is_refused_before_any_work(tmp_path, fasta, capsys):
+    out = tmp_path / "out.xlsx"
+    assert main(["predict", str(fasta), "--task", "promoter", "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "out.xlsx" in err and "--format" in err and "*.csv" in err
+    assert not out.exists()
+    # --format says what to write, whatever the name
+    assert main(["predict", str(fasta), "--task", "promoter", "-o", str(out), "--format", "csv", "--quiet"]) == 0
+    assert out.read_text().startswith("id,length,probability")
+
+
+def test_an_error_is_printed_on_its_own_line_after_the_progress_bar(tmp_path):
+    path = tmp_path / "bad.fa"
+    path.write_text(">ok\n" + "ACGT" * 20 + "\n>bad\nACGTXACGT\n")
+    proc = subprocess.run([sys.executable, "-m", "service", "predict", str(path), "--task", "promoter",
+                           "--models-dir", str(MODELS_DIR), "-o", str(tmp_path / "o.csv")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("dnabert-serve: error [invalid_sequence] (record bad)") for line in lines), proc.stderr
+
+
+def test_the_help_documents_only_options_that_exist():
+    import re
+
+    from service import cli
+
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for line in (cli.__doc__ or "").splitlines():
+        m = re.match(r"\s*dnabert-serve (\w+) (.*)", line)
+        if not m:
+            continue
+        known = {s for a in subparsers[m.group(1)]._actions for s in a.option_strings}
+        for option in re.findall(r"--[a-z][a-z-]*", m.group(2)):
+            assert option in known, (m.group(1), option)
+    assert "workers-per-model" not in (cli.__doc__ or "")

@@ -48,6 +48,7 @@ DNA = "".join(_rng.choice("ACGT") for _ in range(300))
 DNA2 = "".join(_rng.choice("ACGT") for _ in range(250))
 REFERENCE = [("rec1", DNA), ("rec2", DNA2)]
 IUPAC = DNA[:100] + "RYSWKMBDHVN" + DNA[111:]
+PEPTIDE = b"MKVHRSWYDKMNGTAVHDRSWYKMKVHRSWYDGAMKVDHKRSWM"  # no E F I L P Q: every letter an IUPAC code
 
 
 def _boundary_body(parts: list[tuple[str, bytes]], boundary: str = "XyZ0123") -> tuple[bytes, dict]:
@@ -148,9 +149,21 @@ def cases() -> list[Case]:
         Case("long runs of N", dict(content=fasta([("runs", DNA[:50] + "N" * 800 + DNA[:50]),
                                                    ("all_n", "N" * 1000)]), **text), 200),
         Case("protein sequence", dict(content=b">p53\nMEEPQSDPSVEPPLSQETFSDLWKLLPENNV\n", **text), 422,
-             "invalid_sequence", record_id="p53", line=1),
+             "invalid_sequence", record_id="p53", line=2),
+        Case("protein written only with IUPAC letters", dict(content=b">pep\n" + PEPTIDE + b"\n", **text), 422,
+             "invalid_sequence", record_id="pep", line=1),
         Case("digits and punctuation", dict(content=b">ok\nACGT\n>num\nACGT12-*.\n", **text), 422,
-             "invalid_sequence", record_id="num", line=3),
+             "invalid_sequence", record_id="num", line=4),
+        Case("invalid character on a later line", dict(content=b">ok\nACGT\n>w\nACGTACGT\nACGTACGT\nACXT\n", **text),
+             422, "invalid_sequence", record_id="w", line=6),
+        Case("non-ASCII letter (sharp s, long s)", dict(content=">s\nACG\u00df\n>t\nAC\u017fT\n".encode(), **text),
+             422, "invalid_sequence", record_id="s", line=2),
+        Case("record id with a control character", dict(content=b">a\x01b\nACGT\n", **text), 400,
+             "invalid_fasta", line=1),
+        Case("record id with a bidi override (U+202E)", dict(content=">x\u202egpj.exe\nACGT\n".encode(), **text),
+             400, "invalid_fasta", line=1),
+        Case("FASTA record id over 1,000 characters", dict(content=b">" + b"i" * 5000 + b"\nACGT\n", **text), 400,
+             "invalid_fasta", line=1),
         Case("non-UTF-8 bytes", dict(content=b">a\nACGT\n>b\nAC\xe9GT\n", **text), 400, "invalid_fasta", line=4),
         Case("UTF-16 text", dict(content=utf16, **text), 400, "invalid_fasta"),
         Case("binary garbage", dict(content=garbage, **text), 400, "invalid_fasta"),
@@ -185,6 +198,11 @@ def cases() -> list[Case]:
         Case("JSON with unknown fields", dict(json={"sequences": [{"id": "a", "sequence": "ACGT", "x": 1}]}), 422,
              "invalid_json"),
         Case("JSON with an empty list", dict(json={"sequences": []}), 422, "invalid_json"),
+        Case("JSON with a duplicate key", dict(content=b'{"sequences": [{"id": "a", "sequence": "ACGT"}], '
+                                                  b'"sequences": [{"id": "b", "sequence": "ACGT"}]}',
+                                          headers={"Content-Type": "application/json"}), 422, "invalid_json"),
+        Case("JSON record id with a control character", dict(json={"sequences": [{"id": "a\rb", "sequence": "ACGT"}]}),
+             422, "invalid_json"),
         Case("JSON with duplicate ids", dict(json={"sequences": [{"id": "d", "sequence": "ACGT"},
                                                                 {"id": "d", "sequence": "ACGA"}]}), 422,
              "invalid_json", record_id="d"),
@@ -192,7 +210,7 @@ def cases() -> list[Case]:
              "invalid_parameter", params={"threshold": "1.5"}),
         Case("query parameter of the wrong type (threshold=abc)", dict(content=b">a\nACGT\n", **text), 422,
              "invalid_parameter", params={"threshold": "abc"}),
-        Case("unknown output format (format=xml)", dict(content=b">a\nACGT\n", **text), 422, "invalid_parameter",
+        Case("unknown output format (format=xml)", dict(content=b">a\nACGT\n", **text), 406, "unsupported_format",
              params={"format": "xml"}),
         Case("model name over 64 characters", dict(content=b">a\nACGT\n", **text), 422, "invalid_parameter",
              params={"model": "m" * 65}),
@@ -265,7 +283,10 @@ def test_accepted_oddities_are_flagged(tmp_path):
     assert iupac[0]["ambiguous_bases"] == 11 and "ambiguous_bases" in iupac[0]["flags"]
     assert [r["ambiguous_bases"] for r in runs] == [800, 1000]
     assert [r["length"] for r in runs] == [900, 1000]
-    assert all(0.0 <= r["probability"] <= 1.0 for r in runs)
+    # 800 of 900 ambiguous: scored and flagged; only N: not scored at all
+    assert 0.0 <= runs[0]["probability"] <= 1.0 and "mostly_ambiguous" in runs[0]["flags"]
+    assert runs[1]["probability"] is None and runs[1]["label"] is None
+    assert runs[1]["flags"][:2] == ["ambiguous_bases", "no_informative_bases"]
 
 
 def test_oversized_streams_are_cut_off_at_the_limit(tmp_path):

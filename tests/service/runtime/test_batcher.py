@@ -464,3 +464,119 @@ def test_stop_returns_promptly_when_a_batch_hangs():
         run(main())
     finally:
         fake.open()  # let the worker thread finish
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+class SlowRun:
+    """``run_batch`` stand-in that takes ``per_token`` seconds per real token (like a model
+    under load); rows as :class:`FakeRun`'s; records the request ids of every batch."""
+
+    def __init__(self, per_token: float):
+        self.per_token = per_token
+        self.batches: list[list[int]] = []
+
+    def __call__(self, batch):
+        time.sleep(self.per_token * sum(len(s) for s in batch))
+        self.batches.append([s[0] for s in batch])
+        return expected(batch)
+
+
+DEADLINE_CONFIG = BatcherConfig(max_batch_size=8, max_batch_tokens=4096, max_wait_ms=0, workers=1)
+
+
+async def _measured(slow: SlowRun) -> DynamicBatcher:
+    """A batcher that has measured its throughput on a few batches of 8 x 10 tokens."""
+    batcher = DynamicBatcher("test-model", slow, DEADLINE_CONFIG)
+    await batcher.start()
+    for rid in range(100, 103):
+        await batcher.submit([seq(rid, i, 10) for i in range(8)])
+    assert batcher._token_rate() is not None
+    return batcher
+
+
+def test_request_that_cannot_finish_by_its_deadline_is_refused_at_once():
+    """Six requests of 0.4 s of work each, 1.4 s deadline: three fit one after another and are
+    admitted (and finish); the others are refused at once with Overloaded and never run. Before
+    deadline admission all six were admitted, shared the worker fairly and all timed out."""
+    slow = SlowRun(per_token=0.001)  # 1,000 tokens/s; a request of 40 x 10 tokens: 0.4 s alone
+    requests = [[seq(rid, i, 10) for i in range(40)] for rid in range(6)]
+
+    async def main():
+        batcher = await _measured(slow)
+        t0 = time.monotonic()
+        ended: dict[int, float] = {}
+
+        async def one(rid):
+            try:
+                return await batcher.submit(requests[rid], timeout=1.4)
+            finally:
+                ended[rid] = time.monotonic() - t0
+
+        results = await asyncio.gather(*(one(rid) for rid in range(6)), return_exceptions=True)
+        # A request alone is always admitted, even one that cannot finish in time.
+        with pytest.raises(RequestTimeout):
+            await batcher.submit([seq(9, i, 100) for i in range(20)], timeout=0.3)
+        await batcher.stop()
+        return results, ended
+
+    results, ended = run(main())
+    for rid in range(3):
+        np.testing.assert_array_equal(results[rid], expected(requests[rid]))
+        assert ended[rid] < 1.4
+    for rid in range(3, 6):
+        assert isinstance(results[rid], Overloaded), results[rid]
+        assert ended[rid] < 0.1  # at once, not at the deadline
+        assert results[rid].retry_after >= 1
+        assert "deadline" in str(results[rid])
+    assert not any(rid in (3, 4, 5) for b in slow.batches for rid in b)  # nothing refused ran
+
+
+def test_under_a_deadline_requests_finish_one_after_another_instead_of_all_timing_out():
+    """Six requests of 0.4 s of work each, all admitted (the throughput is not measured yet when
+    they arrive), 1.6 s deadline. Shared fairly they would all finish at about 2.4 s, after
+    their deadline (that was the behaviour: every one 504). Once the batcher has measured its
+    throughput it sees them at risk and serves them in deadline order: the first ones finish."""
+    slow = SlowRun(per_token=0.001)
+    requests = [[seq(rid, i, 10) for i in range(40)] for rid in range(6)]
+
+    async def main():
+        batcher = DynamicBatcher("test-model", slow, DEADLINE_CONFIG)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(r, timeout=1.6) for r in requests),
+                                       return_exceptions=True)
+        cuts = batcher.deadline_cuts
+        await batcher.stop()
+        return results, cuts
+
+    results, cuts = run(main())
+    done = [rid for rid, out in enumerate(results) if not isinstance(out, Exception)]
+    assert len(done) >= 2, results
+    assert done == list(range(len(done)))  # the earliest deadlines first
+    for rid in done:
+        np.testing.assert_array_equal(results[rid], expected(requests[rid]))
+    for rid in range(len(done), 6):
+        assert isinstance(results[rid], RequestTimeout), results[rid]
+    assert cuts > 0
+
+
+def test_deadline_mode_stays_off_while_every_request_can_finish():
+    """Fairness is kept while no deadline is at risk: two requests with ample deadlines are
+    served round-robin (both in the first batches), never one after the other."""
+    slow = SlowRun(per_token=0.0002)
+    requests = [[seq(rid, i, 10) for i in range(24)] for rid in range(2)]
+
+    async def main():
+        batcher = await _measured(slow)
+        outs = await asyncio.gather(*(batcher.submit(r, timeout=30) for r in requests))
+        cuts = batcher.deadline_cuts
+        await batcher.stop()
+        return outs, cuts
+
+    outs, cuts = run(main())
+    for r, out in zip(requests, outs):
+        np.testing.assert_array_equal(out, expected(r))
+    assert cuts == 0
+    first = slow.batches[3]  # the first batch after the three measuring ones
+    assert {0, 1} <= set(first)
