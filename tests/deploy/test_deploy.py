@@ -101,7 +101,7 @@ def test_dockerignore_keeps_tests_caches_and_runs_out():
 def test_compose_file_follows_the_compose_specification():
     spec = pytest.importorskip("compose_spec")
     parsed = spec.PyCompose.from_json(json.dumps(compose()))
-    assert sorted(parsed.service_names()) == ["api", "api-cpu", "train"]
+    assert sorted(parsed.service_names()) == ["api", "api-cpu", "train", "train-gpu"]
     # the parser is strict: it rejects what Compose rejects
     with pytest.raises(ValueError):
         spec.PyCompose.from_json(json.dumps({"services": {"a": {"image": "x", "restart": "sometimes"}}}))
@@ -125,6 +125,10 @@ def test_compose_services_gpu_cpu_and_train():
 
     train = services["train"]
     assert train["profiles"] == ["train"] and train["build"]["target"] == "train"
+    assert "deploy" not in train  # runs on a CPU host: no GPU reservation
+    gpu_train = services["train-gpu"]
+    assert gpu_train["profiles"] == ["train-gpu"] and gpu_train["command"] == train["command"]
+    assert gpu_train["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     # the trainer writes into the volume the API serves from
     assert "models:/app/models" in train["volumes"] and "models:/app/models" in api["volumes"]
     for svc in services.values():
@@ -141,7 +145,7 @@ def test_compose_environment_names_real_settings():
     fields = set(Settings.model_fields)
     for name, svc in compose()["services"].items():
         for key in svc.get("environment", {}):
-            if key.startswith("DNABERT_") and name != "train":
+            if key.startswith("DNABERT_") and not name.startswith("train"):
                 assert key[len("DNABERT_"):].lower() in fields, f"{name}: {key} is not a setting"
     # and the values, as Compose passes them, are valid settings
     env = {k: str(v) for k, v in compose()["services"]["api-cpu"]["environment"].items()}
@@ -214,3 +218,25 @@ def test_runtime_install_steps_replayed_in_a_clean_venv(tmp_path):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_compose_defaults_are_the_service_defaults():
+    """What Compose passes when no variable is set is what the service would choose by itself,
+    and what the README's configuration table documents."""
+
+    def text(value) -> str:
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[2].strip(" `")
+            for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `DNABERT_")}
+    checked = 0
+    for name in ("api", "api-cpu"):
+        for key, value in compose()["services"][name]["environment"].items():
+            field = key[len("DNABERT_"):].lower()
+            if field in ("models_dir", "device", "precision"):
+                continue  # set per service on purpose
+            default = Settings.model_fields[field].get_default(call_default_factory=True)
+            assert text(value) == text(default), (name, key, value, default)
+            assert rows.get(key) == text(default), (key, rows.get(key), default)
+            checked += 1
+    assert checked >= 10
