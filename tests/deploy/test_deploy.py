@@ -240,3 +240,13 @@ def test_compose_defaults_are_the_service_defaults():
             assert rows.get(key) == text(default), (key, rows.get(key), default)
             checked += 1
     assert checked >= 10
+
+
+def test_package_metadata_uses_the_spdx_license_string():
+    """pip warns that a TOML table for project.license is deprecated (and fails after 2027-02-18)."""
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "Apache-2.0"
+    backend = next(r for r in meta["build-system"]["requires"] if r.startswith("setuptools"))
+    assert backend == "setuptools>=77"  # the first release that reads an SPDX license expression
