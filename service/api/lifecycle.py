@@ -26,17 +26,18 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
 from service.api.inputs import ShuttingDown, read_records
-from service.api.negotiation import MEDIA, Format, choose_format
+from service.api.negotiation import MEDIA, OFFERED, Format, choose_format
 from service.contract.errors import ClientClosed, DnabertError, Overloaded
 from service.contract.fasta import FastaRecord
 from service.contract.tasks import ALL
@@ -139,24 +140,36 @@ class InferenceCall:
         self.gate: InFlight = request.app.state.in_flight
 
     async def run(self, task: str, model: str | None, fmt: str | None,
-                  work: Callable[[list[FastaRecord]], Awaitable[R]], table: Table) -> Response:
+                  work: Callable[[list[FastaRecord]], Awaitable[R]], table: Table | None = None, *,
+                  offers: Mapping[str, Offer] | None = None, endpoint: str | None = None,
+                  read: Callable[[Request, Settings], Awaitable[list[FastaRecord]]] | None = None) -> Response:
+        """Run one inference request through the lifecycle.
+
+        ``table`` renders the JSON/CSV/TSV offers of a prediction endpoint; other endpoints pass
+        their own ``offers`` (format name -> :class:`Offer`, first = default). ``endpoint`` is
+        the metrics label (default: the task); ``read`` reads the body (default: FASTA, gzip,
+        multipart or JSON records).
+        """
+        endpoint = endpoint or task
+        offers = offers if offers is not None else table_offers(table)
         label = self._label(task, model)
         records: list[FastaRecord] | None = None
         try:
             refuse_unknown_parameters(self.request)
-            chosen = choose_format(fmt, self.request.headers.get("accept"))
+            chosen = choose_format(fmt, self.request.headers.get("accept"),
+                                   {name: o.media_type for name, o in offers.items()})
             label = self._label(task, model, self.service.resolve(task, model))
             with self.gate.admit():
-                records = await read_records(self.request, self.settings)
+                records = await (read or read_records)(self.request, self.settings)
                 result = await self._unless_disconnected(work(records))
-            response = _render(result, chosen, table)
+            response = offers[chosen].respond(result)
         except DnabertError as exc:
-            self._count(task, label, exc.http_status, records)
+            self._count(endpoint, label, exc.http_status, records)
             raise
         except Exception as exc:  # a bug: counted here, answered 500 by the app's handler
-            self._count(task, label, 499 if isinstance(exc, ClientDisconnect) else 500, records)
+            self._count(endpoint, label, 499 if isinstance(exc, ClientDisconnect) else 500, records)
             raise
-        self._count(task, label, 200, records)
+        self._count(endpoint, label, 200, records)
         return response
 
     def _label(self, task: str, model: str | None, resolved: list | None = None) -> str:
@@ -199,10 +212,34 @@ class InferenceCall:
         raise ClientClosed("the client closed the connection before the answer was ready")
 
 
-def _render(result: BaseModel, fmt: Format, table: Table) -> Response:
-    if fmt == "json":
-        return JSONResponse(result.model_dump(mode="json"))
-    return PlainTextResponse(table(result, fmt), media_type=MEDIA[fmt])
+@dataclass(frozen=True)
+class Offer:
+    """One output format of an endpoint: the media type matched against ``Accept``, the
+    Content-Type sent, and how the work's result becomes the body (text, bytes, or a whole
+    :class:`Response`, e.g. a streaming one)."""
+
+    media_type: str
+    render: Callable[[Any], str | bytes | Response]
+    content_type: str | None = None
+
+    def respond(self, result: Any) -> Response:
+        body = self.render(result)
+        if isinstance(body, Response):
+            return body
+        return Response(body, media_type=self.content_type or self.media_type)
+
+
+def _json(result: BaseModel) -> Response:
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+def table_offers(table: Table | None) -> dict[str, Offer]:
+    """JSON, and CSV/TSV through ``table``: the offers of the prediction endpoints."""
+    offers = {"json": Offer(OFFERED["json"], _json)}
+    if table is not None:
+        for fmt in ("csv", "tsv"):
+            offers[fmt] = Offer(OFFERED[fmt], lambda result, fmt=fmt: table(result, fmt), MEDIA[fmt])
+    return offers
 
 
 async def _disconnected(request: Request) -> None:

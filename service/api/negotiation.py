@@ -12,6 +12,7 @@ not offered, or an ``Accept`` header that rules out every offer, is a 406 listin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from service.contract.errors import DnabertError
@@ -72,20 +73,25 @@ def _quality(offer: str, ranges: list[tuple[str, str, float]]) -> float:
     return best
 
 
-def choose_format(requested: str | None, accept: str | None) -> Format:
-    """``format=`` wins; else the ``Accept`` header; else JSON. 406 if nothing offered fits."""
+def choose_format(requested: str | None, accept: str | None,
+                  offered: Mapping[str, str] | None = None) -> str:
+    """``format=`` wins; else the ``Accept`` header; else the first offer. 406 if nothing offered
+    fits. ``offered`` maps each format name to its media type, in order of preference (default:
+    JSON, CSV, TSV); an endpoint with other outputs (BED, VCF, PNG, ...) passes its own."""
+    offered = OFFERED if offered is None else offered
+    names = tuple(offered)
     if requested is not None:
         value = requested.lower()
-        if value not in FORMATS:
+        if value not in offered:
             raise UnsupportedFormat(f"format {requested[:64]!r} is not offered; format must be one of "
-                                    f"{', '.join(FORMATS)}")
-        return value  # type: ignore[return-value]
+                                    f"{', '.join(names)}")
+        return value
     ranges = parse_accept(accept or "")
     if not ranges:
-        return "json"
-    scored = [(_quality(OFFERED[f], ranges), -i, f) for i, f in enumerate(FORMATS)]
+        return names[0]
+    scored = [(_quality(offered[f], ranges), -i, f) for i, f in enumerate(names)]
     q, _, best = max(scored)
     if q <= 0.0:
         raise UnsupportedFormat(f"the Accept header accepts none of the media types offered: "
-                                f"{', '.join(OFFERED.values())} (or use format={'|'.join(FORMATS)})")
+                                f"{', '.join(offered.values())} (or use format={'|'.join(names)})")
     return best

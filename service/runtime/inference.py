@@ -314,6 +314,17 @@ class InferenceService:
             raise
         return prepared[models[0].tokenizer_key], [*outs]
 
+    async def score(self, task: str, records: Sequence[FastaRecord], model: str | None = None,
+                    timeout: float | None = None) -> Scored:
+        """Scores of ``records`` without building a response: what scans, variant effects and
+        explanations use, through the same path as :meth:`predict` (so a window's probability is
+        what ``/predict`` answers for the same sequence). ``timeout`` defaults to the request
+        deadline."""
+        models = self.resolve(task, model)
+        prep, outs = await self.scores(records, models,
+                                       self.settings.request_timeout_s if timeout is None else timeout)
+        return Scored([m.name for m in models], prep, np.stack(outs))
+
     async def predict(self, task: str, records: Sequence[FastaRecord], model: str | None = None,
                       thresholds: dict[str, float] | None = None) -> PromoterResponse | LncRnaResponse:
         """Predictions of ``task`` for ``records``: what ``POST /predict/{task}`` answers."""
@@ -343,6 +354,26 @@ def _count_uninformative(metrics: ServiceMetrics, task: str, prep: Prepared) -> 
         metrics.uninformative.labels(task, NO_INFORMATIVE_BASES).inc(unscored)
     if mostly:
         metrics.uninformative.labels(task, MOSTLY_AMBIGUOUS).inc(mostly)
+
+
+@dataclass
+class Scored:
+    """Scores of some records by one model or an ensemble (``all``)."""
+
+    models: list[str]
+    prepared: Prepared
+    per_model: np.ndarray
+    """(n_models, N, k): sigmoid scores per label, or (k = 1) the probability of the positive class."""
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(N, k): the mean over the models, as ``/predict`` reports it (``all``: the ensemble's)."""
+        return self.per_model[0] if len(self.models) == 1 else self.per_model.mean(axis=0)
+
+    @property
+    def probability(self) -> np.ndarray:
+        """(N,): the probability of the positive class (one-class tasks)."""
+        return self.mean[:, 0]
 
 
 def _promoter_response(settings: Settings, models: list[LoadedModel], prep: Prepared, outs: list[np.ndarray],
