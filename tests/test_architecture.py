@@ -136,3 +136,21 @@ def test_dependencies_point_one_way():
         if parts[1] == "contract":
             web = sorted(d for d in GRAPH[name] if d.split(".")[0] in ("fastapi", "starlette", "uvicorn"))
             assert not web, f"{name} imports {web}"
+
+
+def test_route_handlers_are_short():
+    """A handler declares its parameters, calls the serving layer once and names its renderer;
+    the plumbing lives in the request lifecycle (service/api/lifecycle.py)."""
+    long = {}
+    for path in sorted((REPO / "service" / "api").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            routed = any(isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute)
+                         and d.func.attr in ("get", "post", "put", "delete", "patch") for d in node.decorator_list)
+            body = node.body[1:] if (node.body and isinstance(node.body[0], ast.Expr)
+                                     and isinstance(node.body[0].value, ast.Constant)) else node.body
+            lines = (body[-1].end_lineno - body[0].lineno + 1) if body else 0
+            if routed and lines > 15:
+                long[f"{path.name}:{node.name}"] = lines
+    assert long == {}
