@@ -19,6 +19,9 @@ import sys
 import threading
 from pathlib import Path
 
+from service.commands import explain as explain_command
+from service.commands import scan as scan_command
+from service.commands import variants as variants_command
 from service.contract.errors import DnabertError
 from service.contract.tasks import TASK_NAMES
 from service.settings import Settings
@@ -205,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["auto", "cpu", "gpu"])
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_predict)
+    explain_command.add_parser(sub)
+    scan_command.add_parser(sub)
+    variants_command.add_parser(sub)
     return p
 
 

@@ -69,8 +69,15 @@ class Settings(BaseSettings):
                                            "a load balancer, set it above the balancer's idle timeout")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="after gzip decompression")
     max_records: int = Field(20000, ge=1, description="records per request")
+    max_scan_bases: int = Field(10_000_000, ge=1, description="nucleotides in all per /scan request (records "
+                                                               "of any length); beyond it 413. Offline scan: no limit")
     max_sequence_length: int = Field(100_000, ge=1, description="nucleotides per record")
+    max_mutants: int = Field(30_000, ge=1, description="single-base mutants per /explain request (3 per base, "
+                                                       "4 per N); beyond it 413. Offline explain: no limit")
     tokenizer_threads: int = Field(2, ge=1, description="threads for parsing and tokenization")
+    reference_fasta: Path | None = Field(
+        None, description="the server's reference FASTA for /variants/promoter (indexed with pyfaidx on first "
+                          "use); unset: clients upload the reference with each request")
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
     # -- security and fault tolerance -----------------------------------------------------------

@@ -14,12 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from service import __version__
+from service.api.explain import explanations
 from service.api.lifecycle import InFlight
 from service.api.middleware import REQUEST_ID, RequestContext
 from service.api.probes import catalogue, probes
 from service.api.protocol import ErrorBody, ErrorResponse
 from service.api.routes import body_schemas, inference
+from service.api.scan import scan
 from service.api.security import AUTH_RESPONSES, require_api_key
+from service.api.variants import variants
 from service.contract.errors import DnabertError, Overloaded, Unauthorized
 from service.metrics import ServiceMetrics
 from service.runtime.inference import InferenceService
@@ -96,7 +99,7 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
     app.state.settings = settings
     app.state.service = service or InferenceService(settings, ServiceMetrics())
     app.state.in_flight = InFlight(settings.max_requests_in_flight)
-    for router in (inference, catalogue):  # behind the API key when one is configured
+    for router in (inference, catalogue, explanations, variants, scan):  # behind the API key when one is configured
         if settings.api_key is not None:
             app.include_router(router, dependencies=[Depends(require_api_key)], responses=AUTH_RESPONSES)
         else:

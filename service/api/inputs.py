@@ -194,26 +194,32 @@ class _MultipartFile:
         self.ended = True
 
 
-async def _read_multipart_file(request: Request, settings: Settings) -> bytes:
-    """The content of the multipart body's ``file`` field, parsed while the body streams in."""
+async def read_multipart(request: Request, settings: Settings, sink: _MultipartFile) -> None:
+    """Parse the multipart body into ``sink``'s callbacks while it streams in (within the body
+    limit and deadline); the epilogue after the closing boundary is counted but ignored."""
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
         raise InvalidMultipart("multipart/form-data without a boundary parameter in the Content-Type header")
-    sink = _MultipartFile()
     try:
         parser = MultipartParser(boundary, sink.callbacks())
     except Exception:  # noqa: BLE001 - python-multipart raises FormParserError / ValueError here
         raise InvalidMultipart("invalid multipart boundary") from None
     async for chunk in _body_chunks(request, settings):
         if sink.ended:
-            continue  # the epilogue after the closing boundary is ignored (but still counted)
+            continue
         try:
             parser.write(chunk)
         except MultipartParseError as exc:
             raise InvalidMultipart(f"malformed multipart body: {str(exc).split(' at ')[0]}") from None
     if not sink.ended:
         raise InvalidMultipart("the multipart body is truncated: it has no closing boundary")
+
+
+async def _read_multipart_file(request: Request, settings: Settings) -> bytes:
+    """The content of the multipart body's ``file`` field, parsed while the body streams in."""
+    sink = _MultipartFile()
+    await read_multipart(request, settings, sink)
     if sink.file is None:
         raise EmptyInput("multipart upload without a 'file' field")
     return b"".join(sink.file)
