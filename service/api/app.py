@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -87,7 +88,10 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
         finally:
             await svc.stop()
 
-    app = FastAPI(
+    # The API documentation's scripts and styles come from the installed fastapi-offline
+    # package, served by this app: /docs and /redoc work on a lab server without internet.
+    app = FastAPIOffline(
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
         title="DNABERT-2 inference service",
         version=__version__,
         description=(
@@ -109,7 +113,7 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
     @app.get("/", include_in_schema=False)
     async def index() -> dict:
         """Where to start: no web page yet, so the way to the API's documentation."""
-        return {"service": app.title, "version": __version__, "docs": app.docs_url, "openapi": app.openapi_url,
+        return {"service": app.title, "version": __version__, "docs": "/docs", "redoc": "/redoc", "openapi": app.openapi_url,
                 "health": "/healthz", "ready": "/readyz", "models": "/models",
                 "predict": ["/predict/promoter", "/predict/lncrna-localization"]}
     default_openapi = app.openapi
