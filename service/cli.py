@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 from service.commands import explain as explain_command
+from service.commands import output_format
 from service.commands import scan as scan_command
 from service.commands import variants as variants_command
 from service.contract.errors import DnabertError
@@ -115,24 +116,6 @@ def cmd_serve(args) -> int:
 OUTPUT_FORMATS = ("csv", "tsv", "json")
 
 
-def output_format(output: str | None, requested: str | None) -> str:
-    """``--format``, else the output file's extension, else CSV; an extension that names no
-    format we write is refused (rather than writing CSV into ``out.xlsx``)."""
-    if requested:
-        return requested
-    if not output:
-        return "csv"
-    suffix = Path(output).suffix.lstrip(".").lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise UsageError(f"cannot tell the output format from {Path(output).name!r}: name the file "
-                         f"*.csv, *.tsv or *.json, or give --format {{{','.join(OUTPUT_FORMATS)}}}")
-    return suffix
-
-
-class UsageError(Exception):
-    """A command-line mistake: reported on one line, exit status 2."""
-
-
 async def predict_file(path: Path, task: str, model: str | None, settings: Settings, progress: bool = True):
     """Predictions for every record of a FASTA file (plain or gzip), in file order."""
     from tqdm import tqdm
@@ -168,7 +151,7 @@ def cmd_predict(args) -> int:
     from service.api.formats import lncrna_table, promoter_table
     from service.contract.tasks import PROMOTER
 
-    fmt = output_format(args.output, args.format)  # refused before any model is loaded
+    fmt = output_format(args.output, args.format, {f: f for f in OUTPUT_FORMATS}, "csv")  # before any model loads
     settings = _settings(args)
     settings.max_queue = max(settings.max_queue, 1 << 30)  # offline: the whole file may queue
     settings.request_timeout_s = max(settings.request_timeout_s, 24 * 3600)
@@ -222,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (record {exc.record_id})" if exc.record_id else ""
         print(f"dnabert-serve: error [{exc.code}]{where}: {exc.message}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, UsageError) as exc:
+    except FileNotFoundError as exc:
         print(f"dnabert-serve: error: {exc}", file=sys.stderr)
         return 2
 

@@ -5,9 +5,34 @@ same numbers as the HTTP endpoints)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+from service.contract.errors import DnabertError
 from service.settings import Settings
+
+
+class CommandUsage(DnabertError):
+    """A command-line mistake of an offline command (reported on one line, exit status 2)."""
+
+    code = "usage"
+    http_status = 400
+
+
+def output_format(output: str | None, requested: str | None, suffixes: Mapping[str, str], default: str) -> str:
+    """``--format``, else the output file's extension (``suffixes``: extension -> format), else
+    ``default``; an extension that names no format is refused before any model is loaded (rather
+    than, say, writing CSV into ``out.xlsx``)."""
+    if requested:
+        return requested
+    if not output:
+        return default
+    suffix = Path(output).suffix.lstrip(".").lower()
+    if suffix not in suffixes:
+        names = ", ".join(f"*.{s}" for s in suffixes)
+        raise CommandUsage(f"cannot tell the output format from {Path(output).name!r}: name the file {names}, "
+                           f"or give --format {{{','.join(dict.fromkeys(suffixes.values()))}}}")
+    return suffixes[suffix]
 
 
 def offline_settings(args) -> Settings:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
-from service.commands import offline_settings
-from service.contract.errors import DnabertError
+from service.commands import CommandUsage, offline_settings
+from service.commands import output_format as _output_format
 from service.contract.fasta import FastaRecord, read_fasta_bytes
 from service.contract.plots import FORMATS, IMAGE_FORMATS, render_explanations, require_one_record
 from service.contract.tasks import LNCRNA, PROMOTER, TASK_NAMES, TASKS
@@ -26,27 +25,8 @@ from service.settings import Settings
 _SUFFIXES = {"json": "json", "bedgraph": "bedgraph", "bg": "bedgraph", "png": "png", "svg": "svg"}
 
 
-class CommandUsage(DnabertError):
-    """A command-line mistake of an offline command (reported on one line, exit status 2)."""
-
-    code = "usage"
-    http_status = 400
-
-
-def output_format(output: str | None, requested: str | None, suffixes: Mapping[str, str] = _SUFFIXES,
-                  default: str = "json") -> str:
-    """``--format``, else the output file's extension (``suffixes``: extension -> format), else
-    ``default``; an extension that names no format is refused before any model is loaded."""
-    if requested:
-        return requested
-    if not output:
-        return default
-    suffix = Path(output).suffix.lstrip(".").lower()
-    if suffix not in suffixes:
-        names = ", ".join(f"*.{s}" for s in suffixes)
-        raise CommandUsage(f"cannot tell the output format from {Path(output).name!r}: name the file {names}, "
-                           f"or give --format {{{','.join(dict.fromkeys(suffixes.values()))}}}")
-    return suffixes[suffix]
+def output_format(output: str | None, requested: str | None) -> str:
+    return _output_format(output, requested, _SUFFIXES, "json")
 
 
 async def explain_file(records: list[FastaRecord], task: str, model: str | None, settings: Settings,

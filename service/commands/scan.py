@@ -27,8 +27,8 @@ from contextlib import ExitStack, aclosing, contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from service.commands import offline_settings
-from service.contract.errors import DnabertError
+from service.commands import CommandUsage, offline_settings
+from service.commands import output_format as _output_format
 from service.contract.fasta_stream import iter_fasta_file
 from service.contract.windows import (
     DEFAULT_MAX_N_FRACTION,
@@ -53,21 +53,11 @@ _SUFFIXES = {"json": "json", "bedgraph": "bedgraph", "bg": "bedgraph", "bdg": "b
              "ndjson": "ndjson", "jsonl": "ndjson", "bw": "bigwig", "bigwig": "bigwig"}
 
 
-class ScanUsage(DnabertError):
-    """A command-line mistake of ``scan`` (reported on one line, exit status 2)."""
-
-    code = "usage"
-    http_status = 400
-
-
 def output_format(output: str | None, requested: str | None) -> str:
     """``--format``, else the output file's extension, else JSON."""
-    fmt = requested or (_SUFFIXES.get(Path(output).suffix.lstrip(".").lower()) if output else "json")
-    if fmt is None:
-        raise ScanUsage(f"cannot tell the output format from {Path(output).name!r}: name the file *.json, "
-                        f"*.bedgraph, *.bed, *.ndjson or *.bw, or give --format {{{','.join(FORMATS)}}}")
+    fmt = _output_format(output, requested, _SUFFIXES, "json")
     if fmt == "bigwig" and not output:
-        raise ScanUsage("bigWig is a binary file: give -o OUT.bw")
+        raise CommandUsage("bigWig is a binary file: give -o OUT.bw")
     return fmt
 
 
@@ -83,7 +73,7 @@ def _pybigwig():
     try:
         import pyBigWig
     except ImportError:
-        raise ScanUsage("bigWig output needs pyBigWig: pip install 'dnabert-serve[bigwig]' (or write bedGraph "
+        raise CommandUsage("bigWig output needs pyBigWig: pip install 'dnabert-serve[bigwig]' (or write bedGraph "
                         "and convert it with bedGraphToBigWig)") from None
     return pyBigWig
 
@@ -96,7 +86,7 @@ def chrom_sizes(path: Path, window: int) -> dict[str, int]:
     for record in iter_fasta_file(path):
         placed = scan_record(record.id, len(record.sequence), window)
         if placed.chrom in sizes and (placed.chrom != last or placed.offset < sizes[placed.chrom]):
-            raise ScanUsage(f"record {record.id!r}: bigWig needs the records of a chromosome together, in order "
+            raise CommandUsage(f"record {record.id!r}: bigWig needs the records of a chromosome together, in order "
                             "and not overlapping; write bedGraph instead (and sort it)")
         sizes[placed.chrom] = placed.offset + placed.length
         last = placed.chrom

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from service import __version__
 from service.commands import offline_settings
-from service.contract.errors import DnabertError
+from service.commands import output_format as _output_format
 from service.contract.reference import FaidxReference
 from service.contract.variant_windows import VariantReport
 from service.contract.vcf import VcfReader, iter_lines
@@ -40,20 +40,9 @@ READ = 1 << 20
 SOURCE = f"dnabert-serve {__version__}"
 
 
-class VariantsUsage(DnabertError):
-    """A command-line mistake of ``variants`` (reported on one line, exit status 2)."""
-
-    code = "usage"
-    http_status = 400
-
-
 def output_format(output: str | None, requested: str | None) -> str:
     """``--format``, else the output file's extension (.json, .tsv, .vcf), else JSON."""
-    fmt = requested or (Path(output).suffix.lstrip(".").lower() if output else "json")
-    if fmt not in FORMATS:
-        raise VariantsUsage(f"cannot tell the output format from {Path(output or '').name!r}: name the file *.json, "
-                            f"*.tsv or *.vcf, or give --format {{{','.join(FORMATS)}}}")
-    return fmt
+    return _output_format(output, requested, {f: f for f in FORMATS}, "json")
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
