@@ -10,6 +10,7 @@ Sub-commands::
     dnabert-train train --variant onehot_cnn_gru --export models/promoter/onehot_cnn_gru
     dnabert-train evaluate --model DIR --data FILE
     dnabert-train export --run RUN/model --out models/promoter/cnn
+    dnabert-train add-embedding models/promoter/cnn [MODEL_FOLDER ...] [--force]
     dnabert-train embedded [--models models] [--runs runs/embedded]
     dnabert-train synth --length 300 --n 2000 --seed 0 --out DIR
     dnabert-train compare [--models models] [--runs runs/compare] [--output docs/comparison.md]
@@ -102,6 +103,22 @@ def cmd_export(args) -> int:
 
     card = export_run(args.run, args.out, name=args.name, description=args.description, fp16=not args.no_fp16)
     print(_json(export_summary(args.out, card)))
+    return 0
+
+
+def cmd_add_embedding(args) -> int:
+    from training.export.embedding import add_embedding, check_addable
+
+    folders = [Path(f) for f in args.folders]
+    for folder in folders:  # refuse before writing anything
+        check_addable(folder, args.force)
+    for folder in folders:
+        card = add_embedding(folder, args.force)
+        emb = card.embedding
+        print(_json({"folder": str(folder), "file": card.files["embedding"], "dim": emb.dim,
+                     "parity_vs_pytorch": emb.parity_vs_pytorch.max_abs_diff,
+                     "parity_vs_classifier_graph": emb.parity_vs_classifier_graph.max_abs_diff,
+                     "classifier_tensor": emb.parity_vs_classifier_graph.model_extra.get("tensor")}))
     return 0
 
 
@@ -234,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--description", default="")
     s.add_argument("--no-fp16", action="store_true")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("add-embedding", help="add the backbone graph (embedding.onnx) to model folders exported "
+                                             "before, its weights recovered from their model.onnx")
+    s.add_argument("folders", nargs="+", metavar="MODEL_FOLDER", help="DNABERT-2 or DNABERT (v1) model folders")
+    s.add_argument("--force", action="store_true", help="replace an embedding graph the card already lists")
+    s.set_defaults(func=cmd_add_embedding)
 
     s = sub.add_parser("report", help="metrics table of the exported models (from their cards)")
     s.add_argument("--models", default="models")

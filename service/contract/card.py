@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from service.contract.tasks import Activation, TaskName
 
@@ -25,6 +25,11 @@ CARD_SCHEMA_VERSION = 1
 
 GRAPH_ROLES = {"fp32": "graph", "fp16": "graph_fp16", "int8": "graph_int8"}
 """Precision -> the card's ``files`` role of the graph that runs at that precision."""
+
+EMBEDDING_ROLE = "embedding"
+"""The card's ``files`` role of the backbone graph (``embedding.onnx``): inputs ``input_ids`` and
+``attention_mask``, output the last hidden state (batch, sequence, hidden) with zeros at padding."""
+EMBEDDING_OUTPUT = "last_hidden_state"
 
 
 class _Section(BaseModel):
@@ -101,6 +106,31 @@ class Export(_Section):
     created: str | None = None
 
 
+class Embedding(_Section):
+    """The backbone graph (files role :data:`EMBEDDING_ROLE`): what it outputs and how to pool it.
+
+    Only models with a transformer backbone (DNABERT-2, DNABERT) have one; cards written before
+    it existed, and the one-hot baselines, have no such section.
+    """
+
+    output: str = Field(EMBEDDING_OUTPUT, description="the graph's output: (batch, sequence, dim) float32, "
+                        "exactly 0 at padded positions")
+    dim: int = Field(description="the hidden size")
+    pooling: list[Literal["mean", "cls"]] = Field(["mean", "cls"], description="poolings that make sense")
+    default_pooling: Literal["mean", "cls"] = "mean"
+    mean_over: str | None = Field(None, description="which positions the mean pooling averages")
+    parity_vs_pytorch: Parity | None = None
+    parity_vs_classifier_graph: Parity | None = Field(
+        None, description="valid positions against the hidden-state tensor inside the classifier graph")
+    source: str | None = Field(None, description="how the graph was made")
+
+    @model_validator(mode="after")
+    def _default_is_offered(self) -> Embedding:
+        if self.default_pooling not in self.pooling:
+            raise ValueError(f"default_pooling {self.default_pooling!r} is not one of pooling {self.pooling}")
+        return self
+
+
 class SplitMetrics(_Section):
     """Metrics on one split (binary: accuracy, mcc, auroc, ...; multi-label: per_label, macro_auroc, ...)."""
 
@@ -132,7 +162,7 @@ class ModelCard(BaseModel):
     inputs: list[str]
     output: str
     files: dict[str, str] = Field(description="role -> file name: graph, graph_fp16, graph_int8 (optional), "
-                                  "tokenizer (tokenizer.json for kind bpe, vocab.txt for kind kmer)")
+                                  "embedding (optional), tokenizer (tokenizer.json for kind bpe, vocab.txt for kind kmer)")
     sha256: dict[str, str]
     tokenization: Tokenization = Field(description="kind (bpe, the default, or kmer with k and "
                                        "special_tokens) and the truncation policy")
@@ -141,6 +171,8 @@ class ModelCard(BaseModel):
     training: Training
     metrics: dict[str, SplitMetrics] = Field(description="split name -> metrics (dev, test, test parts)")
     export: Export
+    embedding: Embedding | None = Field(None, description="the backbone graph (files role embedding), "
+                                        "for models with a transformer backbone")
 
     @classmethod
     def load(cls, folder: str | Path) -> ModelCard:

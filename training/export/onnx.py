@@ -5,6 +5,9 @@ A model folder (``models/<task>/<name>/``) is all the service needs:
 * ``model.onnx`` — fp32 graph, inputs ``input_ids``/``attention_mask`` (int64, dynamic batch
   and sequence axes), output ``logits``;
 * ``model.fp16.onnx`` — the same model in fp16 (int64 inputs, fp32 logits), for GPUs;
+* ``embedding.onnx`` — for DNABERT-2 and DNABERT (not the one-hot baselines): the backbone's
+  last hidden state ``last_hidden_state`` (batch, sequence, hidden), 0 at padded positions, and
+  the card's ``embedding`` section (see :mod:`training.export.embedding`);
 * the tokenizer file (``tokenizer.json`` for DNABERT-2's BPE, ``vocab.txt`` for k-mers and the
   one-hot baselines) and ``card.json`` (see :class:`service.contract.card.ModelCard`).
 
@@ -23,20 +26,29 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from torch import nn
 
 from service.contract import tasks
-from service.contract.card import ModelCard, file_sha256
+from service.contract.card import EMBEDDING_OUTPUT, EMBEDDING_ROLE, ModelCard, file_sha256
 from service.contract.tokenization import SequenceTokenizerLike
 from service.runtime import session
 from service.runtime.session import Session
 from training.checkpoint import load_classifier
 from training.models import architectures
-from training.models.architectures import architecture
+from training.models.architectures import DNABERT1, DNABERT2, architecture
 
 OPSET = 18
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAMES = ["logits"]
 PARITY_ATOL = 1e-4
+
+EMBEDDING_FILE = "embedding.onnx"
+BACKBONE_ARCHITECTURES = (DNABERT2, DNABERT1)
+"""Architectures with a transformer backbone, which get an embedding graph."""
+POOLING = ["mean", "cls"]
+DEFAULT_POOLING = "mean"
+MEAN_OVER = "every non-padding token, [CLS] and [SEP] included"
+EXPORTED = "exported from the PyTorch backbone"
 
 
 class ExportParityError(RuntimeError):
@@ -55,8 +67,13 @@ class _HalfPrecision(torch.nn.Module):
         return self.model(input_ids, attention_mask).float()
 
 
-def export_graph(model: torch.nn.Module, path: Path, opset: int = OPSET) -> Path:
-    """One ONNX graph with dynamic batch and sequence axes, weights embedded."""
+def export_graph(model: torch.nn.Module, path: Path, opset: int = OPSET, output: str = OUTPUT_NAMES[0],
+                 output_axes: dict[int, str] | None = None) -> Path:
+    """One ONNX graph with dynamic batch and sequence axes, weights embedded.
+
+    ``output`` names the graph's one output and ``output_axes`` its dynamic axes (default: the
+    logits, dynamic in the batch axis).
+    """
     model.eval()
     vocab = model.config.vocab_size
     ids = torch.randint(5, vocab, (2, 16))
@@ -68,15 +85,19 @@ def export_graph(model: torch.nn.Module, path: Path, opset: int = OPSET) -> Path
     # which fixes the sequence length.)
     torch.onnx.export(
         model, (ids, mask), str(path), dynamo=False, input_names=INPUT_NAMES,
-        output_names=OUTPUT_NAMES, opset_version=opset,
+        output_names=[output], opset_version=opset,
         dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                      "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+                      "attention_mask": {0: "batch", 1: "sequence"}, output: output_axes or {0: "batch"}},
     )
     onnx.checker.check_model(str(path), full_check=True)
-    for value in onnx.load(str(path), load_external_data=False).graph.input:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    for value in graph.input:
         dims = value.type.tensor_type.shape.dim
         if len(dims) != 2 or not all(d.dim_param for d in dims):
             raise ExportParityError(f"{path}: input {value.name} lost its dynamic batch/sequence axes")
+    dims = graph.output[0].type.tensor_type.shape.dim
+    if not all(dims[axis].dim_param for axis in output_axes or {0: "batch"}):
+        raise ExportParityError(f"{path}: output {output} lost its dynamic axes")
     return path
 
 
@@ -139,6 +160,48 @@ def verify_fp16(graph16: Path, graph32: Path, tok: SequenceTokenizerLike) -> dic
     return {"checked": True, "max_abs_diff_logits_vs_fp32": worst}
 
 
+class EmbeddingRefused(ValueError):
+    """The model gets no embedding graph: it has no transformer backbone, or has one already."""
+
+
+class BackboneHiddenStates(nn.Module):
+    """``(input_ids, attention_mask) -> last_hidden_state`` of a classifier's backbone, padded
+    positions multiplied by 0 (the DNABERT-2 backbone zeroes them already; DNABERT's does not)."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.architecture = architecture(classifier)
+        if self.architecture not in BACKBONE_ARCHITECTURES:
+            raise EmbeddingRefused(f"a {self.architecture} classifier has no transformer backbone")
+        self.bert = classifier.bert
+        self.config = classifier.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.architecture == DNABERT2:
+            hidden = self.bert(input_ids, attention_mask)[0]
+        else:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+        return hidden * attention_mask[..., None].to(hidden.dtype)
+
+
+def export_embedding(model: nn.Module, tok: SequenceTokenizerLike, out_dir: str | Path, *,
+                     source: str = EXPORTED) -> dict[str, Any]:
+    """Write ``out_dir/embedding.onnx``, the last hidden state of ``model``'s backbone, and verify it.
+
+    ONNX Runtime is compared with PyTorch on :func:`verification_batches` at every position
+    (padding included, where both are 0); beyond 1e-4 :class:`ExportParityError` is raised.
+    Returns the card's ``embedding`` section (:class:`service.contract.card.Embedding`).
+    """
+    backbone = BackboneHiddenStates(model).eval()
+    path = export_graph(backbone, Path(out_dir) / EMBEDDING_FILE, output=EMBEDDING_OUTPUT,
+                        output_axes={0: "batch", 1: "sequence"})
+    parity = verify(backbone, path, tok)
+    return {"output": EMBEDDING_OUTPUT, "dim": backbone.config.hidden_size, "pooling": list(POOLING),
+            "default_pooling": DEFAULT_POOLING, "mean_over": MEAN_OVER, "parity_vs_pytorch": parity,
+            "source": source}
+
+
 def library_versions() -> dict[str, str]:
     import tokenizers
     import transformers
@@ -156,7 +219,8 @@ def library_versions() -> dict[str, str]:
 def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out: Path, *,
                         name: str, task: str, training: dict[str, Any], metrics: dict[str, Any],
                         fp16: bool = True, description: str = "", tokenization_note: str = "") -> ModelCard:
-    """Export, verify, and write ``out/{model.onnx, model.fp16.onnx, <tokenizer file>, card.json}``.
+    """Export, verify, and write ``out/{model.onnx, model.fp16.onnx, [embedding.onnx], <tokenizer
+    file>, card.json}`` (the embedding graph for models with a transformer backbone).
 
     The card's labels, activation and positive class are the task's
     (:mod:`service.contract.tasks`). ``tokenization_note`` goes into the card's ``tokenization``
@@ -172,6 +236,10 @@ def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out:
         export_fp16(model, out / "model.fp16.onnx")
         files["graph_fp16"] = "model.fp16.onnx"
         fp16_report = verify_fp16(out / "model.fp16.onnx", graph, tok)
+    embedding = None
+    if architecture(model) in BACKBONE_ARCHITECTURES:
+        embedding = export_embedding(model, tok, out)
+        files[EMBEDDING_ROLE] = EMBEDDING_FILE
     tok.save(out / tok.file_name)
     tokenization = tok.card_tokenization()
     if tokenization_note:
@@ -205,6 +273,8 @@ def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
+    if embedding is not None:
+        card.embedding = embedding
     card.save(out)
     return card
 

@@ -58,13 +58,14 @@ def test_model_folder_is_self_describing_and_checked(tokenizer, tmp_path):
     card = export_model_folder(model, tokenizer, out, name="cnn_bilstm_max", task="promoter",
                                training={"data": {"name": "test"}},
                                metrics={"test": {"mcc": 0.0}})
-    assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.fp16.onnx", "model.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "embedding.onnx", "model.fp16.onnx", "model.onnx",
+                                                      "tokenizer.json"]
     loaded = ModelCard.load(out)
     assert loaded == card
     assert loaded.export.opset >= 17 and loaded.export.parity_vs_pytorch.max_abs_diff <= 1e-4
     assert (loaded.labels, loaded.activation, loaded.positive_index) == (["non_promoter", "promoter"], "softmax", 1)
     assert loaded.backbone["hidden_size"] == CONFIG.hidden_size
-    assert set(loaded.sha256) == {"model.onnx", "model.fp16.onnx", "tokenizer.json"}
+    assert set(loaded.sha256) == {"model.onnx", "model.fp16.onnx", "tokenizer.json", "embedding.onnx"}
 
     onnx_model = OnnxModel(out)
     seqs = ["ACGT" * 20, "TTGACA" * 7, "ACG"]
