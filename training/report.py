@@ -7,6 +7,19 @@ from pathlib import Path
 from service.contract.card import ModelCard, SplitMetrics
 from service.contract.tasks import LNCRNA, PROMOTER
 
+EMBEDDING_NOTE = """\
+Every DNABERT-2 and DNABERT (6-mer) folder also holds `embedding.onnx`, the backbone without its
+head: inputs `input_ids` and `attention_mask` (int64, dynamic batch and sequence axes), one
+output `last_hidden_state` (float32, batch x sequence x hidden) with exactly 0 at padded
+positions. Its sha256 is in the card, whose `embedding` section gives the hidden size, the
+poolings (`mean` over every non-padding token, [CLS] and [SEP] included, the default; `cls`),
+the parity figures and how the graph was made. The one-hot baselines have no backbone and no
+embedding graph. `dnabert-train export` (and `embedded`, `compare`) write it with every new
+folder; for the folders above, exported before it existed, `dnabert-train add-embedding
+MODEL_FOLDER ...` recovered the backbone weights from `model.onnx` into PyTorch, exported the
+graph from that backbone and verified it against PyTorch and against the hidden-state tensor
+inside `model.onnx` (both within 1e-4; the classifier graphs are unchanged)."""
+
 
 def _f(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
@@ -70,4 +83,6 @@ def models_report(models: Path) -> str:
                 f"| {_f(extra['hamming_loss'])} | {_f(extra['subset_accuracy'])} "
                 f"| {', '.join(extra['labels_without_positives']) or '-'} |")
         lines.append("")
+    if any("embedding" in c.files for c in cards):
+        lines += ["", "## Embedding graphs", "", EMBEDDING_NOTE]
     return "\n".join(lines)
