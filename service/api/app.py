@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from service import __version__
+from service.api.embeddings import document as document_embeddings
+from service.api.embeddings import embeddings, openai_error
 from service.api.explain import explanations
 from service.api.lifecycle import InFlight
 from service.api.middleware import REQUEST_ID, RequestContext
@@ -23,7 +25,9 @@ from service.api.protocol import ErrorBody, ErrorResponse
 from service.api.routes import body_schemas, inference
 from service.api.scan import scan
 from service.api.security import AUTH_RESPONSES, require_api_key
+from service.api.v2 import v2, v2_error, v2_probes
 from service.api.variants import variants
+from service.api.web import web
 from service.contract.errors import DnabertError, Overloaded, Unauthorized
 from service.metrics import ServiceMetrics
 from service.runtime.inference import InferenceService
@@ -34,9 +38,18 @@ log = logging.getLogger("dnabert.service")
 
 def error_response(status: int, code: str, message: str, request: Request, *, record_id: str | None = None,
                    line: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error body in the shape of the protocol the request spoke: the OpenAI shape under
+    ``/v1/``, the Open Inference Protocol's ``{"error": "..."}`` under ``/v2``, ours elsewhere."""
     rid = getattr(request.state, "request_id", None)
-    body = ErrorResponse(error=ErrorBody(code=code, message=message, record_id=record_id, line=line, request_id=rid))
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+    path = request.url.path
+    if path.startswith("/v1/"):
+        content: dict = openai_error(status, code, message, record_id=record_id, line=line)
+    elif path == "/v2" or path.startswith("/v2/"):
+        content = v2_error(code, message, record_id=record_id, line=line)
+    else:
+        content = ErrorResponse(error=ErrorBody(code=code, message=message, record_id=record_id, line=line,
+                                                request_id=rid)).model_dump(exclude_none=True)
+    return JSONResponse(content, status_code=status, headers=headers)
 
 
 
@@ -67,7 +80,7 @@ async def drain(app: FastAPI, grace: float) -> None:
                 gate.count, grace - margin)
     gate.cut_off()
     svc = app.state.service
-    await asyncio.gather(*(lm.batcher.stop(grace=margin / 2) for lm in list(svc.models.values())))
+    await asyncio.gather(*(b.stop(grace=margin / 2) for lm in list(svc.models.values()) for b in lm.batchers))
 
 
 def create_app(settings: Settings | None = None, service: InferenceService | None = None) -> FastAPI:
@@ -103,19 +116,16 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
     app.state.settings = settings
     app.state.service = service or InferenceService(settings, ServiceMetrics())
     app.state.in_flight = InFlight(settings.max_requests_in_flight)
-    for router in (inference, catalogue, explanations, variants, scan):  # behind the API key when one is configured
+    # behind the API key when one is configured
+    for router in (inference, catalogue, explanations, variants, scan, embeddings, v2):
         if settings.api_key is not None:
             app.include_router(router, dependencies=[Depends(require_api_key)], responses=AUTH_RESPONSES)
         else:
             app.include_router(router)
     app.include_router(probes)
+    app.include_router(v2_probes)
+    app.include_router(web)
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> dict:
-        """Where to start: no web page yet, so the way to the API's documentation."""
-        return {"service": app.title, "version": __version__, "docs": "/docs", "redoc": "/redoc", "openapi": app.openapi_url,
-                "health": "/healthz", "ready": "/readyz", "models": "/models",
-                "predict": ["/predict/promoter", "/predict/lncrna-localization"]}
     default_openapi = app.openapi
 
     def openapi() -> dict:
@@ -124,6 +134,7 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
         if app.openapi_schema is None:
             schema = default_openapi()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schemas(settings))
+            document_embeddings(schema, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -337,3 +337,13 @@ async def read_records(request: Request, settings: Settings, executor=None) -> l
     raise UnsupportedMediaType(
         f"unsupported content type {media!r}: send FASTA (text/plain, text/x-fasta, optionally gzip), "
         "a multipart upload with a 'file' field, or application/json")
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The raw body, refused past ``max_upload_bytes`` and at the body deadline."""
+    return await _read_body(request, settings)
+
+
+def parse_json(body: bytes) -> object:
+    """A JSON body, strict: UTF-8, no repeated key, no lone surrogate (:class:`InvalidJson`)."""
+    return _parse_json(body)

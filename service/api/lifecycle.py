@@ -142,25 +142,31 @@ class InferenceCall:
     async def run(self, task: str, model: str | None, fmt: str | None,
                   work: Callable[[list[FastaRecord]], Awaitable[R]], table: Table | None = None, *,
                   offers: Mapping[str, Offer] | None = None, endpoint: str | None = None,
-                  read: Callable[[Request, Settings], Awaitable[list[FastaRecord]]] | None = None) -> Response:
+                  read: Callable[[Request, Settings], Awaitable[list[FastaRecord]]] | None = None,
+                  target: Callable[[], tuple[str, str | None]] | None = None) -> Response:
         """Run one inference request through the lifecycle.
 
         ``table`` renders the JSON/CSV/TSV offers of a prediction endpoint; other endpoints pass
         their own ``offers`` (format name -> :class:`Offer`, first = default). ``endpoint`` is
         the metrics label (default: the task); ``read`` reads the body (default: FASTA, gzip,
-        multipart or JSON records).
+        multipart or JSON records). A protocol whose body names the model (OpenAI's) passes
+        ``target``, called once the body is read for the ``(task, model)`` to resolve then.
         """
         endpoint = endpoint or task
         offers = offers if offers is not None else table_offers(table)
-        label = self._label(task, model)
+        label = self._label(task, model) if target is None else "unknown"
         records: list[FastaRecord] | None = None
         try:
             refuse_unknown_parameters(self.request)
             chosen = choose_format(fmt, self.request.headers.get("accept"),
                                    {name: o.media_type for name, o in offers.items()})
-            label = self._label(task, model, self.service.resolve(task, model))
+            if target is None:
+                label = self._label(task, model, self.service.resolve(task, model))
             with self.gate.admit():
                 records = await (read or read_records)(self.request, self.settings)
+                if target is not None:
+                    task, model = target()
+                    label = self._label(task, model, self.service.resolve(task, model))
                 result = await self._unless_disconnected(work(records))
             response = offers[chosen].respond(result)
         except DnabertError as exc:

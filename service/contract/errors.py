@@ -127,3 +127,11 @@ class ModelArtifactError(DnabertError):
 
     code = "model_artifact"
     http_status = 500
+
+
+class NoEmbedding(DnabertError):
+    """The model asked for has no backbone graph to embed with (a one-hot baseline, ``all``,
+    or a folder exported before backbone graphs were written)."""
+
+    code = "no_embedding"
+    http_status = 422

@@ -64,3 +64,17 @@ def task_of_variant(variant: str) -> Task:
         if variant in t.dnabert2_variants:
             return t
     raise ValueError(f"{variant!r} is not a DNABERT-2 head variant")
+
+
+def served_id(task_name: str, model: str) -> str:
+    """A served model's id in the standard protocols (``/v1/models``, ``/v2/models``):
+    ``<task>-<model>``, e.g. ``promoter-cnn_bilstm_max``, ``lncrna-localization-lncrna``."""
+    return f"{task_name}-{model}"
+
+
+def parse_served_id(model_id: str) -> tuple[str, str] | None:
+    """``(task, model)`` of a :func:`served_id`, or None when it names no task."""
+    for name in sorted(TASKS, key=len, reverse=True):
+        if model_id.startswith(name + "-") and len(model_id) > len(name) + 1:
+            return name, model_id[len(name) + 1:]
+    return None

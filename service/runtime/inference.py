@@ -27,7 +27,9 @@ from service.contract.errors import (
     ModelArtifactError,
     ModelNotFound,
     ModelUnavailable,
+    NoEmbedding,
     NotReady,
+    PayloadTooLarge,
 )
 from service.contract.fasta import FastaRecord
 from service.contract.prepare import MOSTLY_AMBIGUOUS, NO_INFORMATIVE_BASES, Prepared, prepare
@@ -38,9 +40,10 @@ from service.contract.results import (
     PromoterResponse,
     PromoterResult,
 )
-from service.contract.tasks import ALL, LNCRNA, PROMOTER, TASKS
+from service.contract.tasks import ALL, LNCRNA, PROMOTER, TASKS, served_id
 from service.metrics import ServiceMetrics
 from service.runtime.batcher import BatcherConfig, DynamicBatcher, RunBatch
+from service.runtime.embedding import EmbeddingGraph, has_embedding
 from service.runtime.model import OnnxModel, load_card
 from service.runtime.session import RuntimeUnavailable, choose_providers
 from service.settings import Settings, effective_batching
@@ -56,6 +59,12 @@ class LoadedModel:
     batcher: DynamicBatcher
     ready: bool = False
     tokenizer_key: str = field(default="")
+    embedder: DynamicBatcher | None = None
+    """The batcher of the backbone graph, for models whose folder has one (embeddings)."""
+
+    @property
+    def batchers(self) -> list[DynamicBatcher]:
+        return [self.batcher] + ([self.embedder] if self.embedder is not None else [])
 
 
 def discover(models_dir: Path) -> list[tuple[str, str, Path]]:
@@ -153,8 +162,13 @@ class InferenceService:
                 model.card.tokenization.entry(), sort_keys=True)
             batcher = DynamicBatcher(f"{task}/{name}", self.batch_runner(model), config,
                                      observer=self.metrics.observer(f"{task}/{name}"))
+            try:
+                embedder = self._embedder(task, name, folder, model, config, threads)
+            except Exception as exc:  # noqa: BLE001 - reported like any other load failure
+                self._broken(task, name, folder, exc)
+                continue
             self.models[(task, name)] = LoadedModel(task, name, model, card_precision, batcher,
-                                                    tokenizer_key=tokenizer_key)
+                                                    tokenizer_key=tokenizer_key, embedder=embedder)
             log.info("loaded %s/%s from %s (%s, %s)", task, name, folder, model.providers[0], card_precision)
         self._check_default(s.models_dir)
 
@@ -174,6 +188,15 @@ class InferenceService:
             raise ModelArtifactError(f"{models_dir}: no model could be loaded: "
                                      + "; ".join(f"{t}/{n}: {r}" for (t, n), r in sorted(self.failed.items())))
 
+    def _embedder(self, task: str, name: str, folder: Path, model: OnnxModel, config: BatcherConfig,
+                  threads: int) -> DynamicBatcher | None:
+        """The backbone graph's batcher, for a folder that has one (fp32 at any precision)."""
+        if not has_embedding(model.card):
+            return None
+        graph = EmbeddingGraph(folder, model.card, model.tokenizer, self.providers, threads)
+        label = f"{task}/{name}/embedding"
+        return DynamicBatcher(label, graph.hidden_states, config, observer=self.metrics.observer(label))
+
     @staticmethod
     def batch_runner(model: OnnxModel) -> RunBatch:
         """What a model's batcher runs for each batch: pad, run the session, activate."""
@@ -184,7 +207,8 @@ class InferenceService:
         try:
             await loop.run_in_executor(self._cpu, self._load)
             for lm in self.models.values():
-                await lm.batcher.start()
+                for batcher in lm.batchers:
+                    await batcher.start()
             await self.warm_up()
         except BaseException:
             await self.stop()  # no batcher left running behind a failed start
@@ -204,6 +228,10 @@ class InferenceService:
                 out = await lm.batcher.submit(prep.tokens, timeout=self.settings.request_timeout_s * 5)
                 if not np.all(np.isfinite(out)):
                     raise ModelArtifactError(f"{lm.model.folder}: warm-up produced non-finite scores")
+                if lm.embedder is not None:
+                    rows = await lm.embedder.submit(prep.tokens, timeout=self.settings.request_timeout_s * 5)
+                    if not all(np.all(np.isfinite(r.hidden)) for r in rows):
+                        raise ModelArtifactError(f"{lm.model.folder}: warm-up produced non-finite hidden states")
             except Exception as exc:  # noqa: BLE001
                 if not isinstance(exc, ModelArtifactError):
                     exc = ModelArtifactError(f"{lm.model.folder}: the warm-up batch failed "
@@ -211,9 +239,10 @@ class InferenceService:
                 try:
                     self._broken(lm.task, lm.name, lm.model.folder, exc)
                 finally:
-                    if key in self.failed:  # left out: stop its batcher now
+                    if key in self.failed:  # left out: stop its batchers now
                         del self.models[key]
-                        await lm.batcher.stop()
+                        for batcher in lm.batchers:
+                            await batcher.stop()
                 self._check_default(self.settings.models_dir)
                 continue
             lm.ready = True
@@ -221,7 +250,8 @@ class InferenceService:
     async def stop(self) -> None:
         self.started = False  # not ready from now on: requests get 503 not_ready, /readyz 503
         for lm in self.models.values():
-            await lm.batcher.stop()
+            for batcher in lm.batchers:
+                await batcher.stop()
         self._cpu.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -331,11 +361,52 @@ class InferenceService:
         start = time.perf_counter()
         models = self.resolve(task, model)
         prep, outs = await self.scores(records, models, self.settings.request_timeout_s)
-        build = _promoter_response if task == PROMOTER else _lncrna_response
-        result = build(self.settings, models, prep, outs, thresholds or {})
+        result = self.respond(task, models, prep, outs, thresholds)
         _count_uninformative(self.metrics, task, prep)
         self.metrics.request_latency.labels(task).observe(time.perf_counter() - start)
         return result
+
+    def respond(self, task: str, models: list[LoadedModel], prep: Prepared, outs: list[np.ndarray],
+                thresholds: dict[str, float] | None = None) -> PromoterResponse | LncRnaResponse:
+        """The answer of ``POST /predict/{task}`` for scores from :meth:`scores` (also what a
+        predict job writes, chunk by chunk)."""
+        build = _promoter_response if task == PROMOTER else _lncrna_response
+        return build(self.settings, models, prep, outs, thresholds or {})
+
+    def embedding_models(self) -> dict[str, LoadedModel]:
+        """The served models that give embeddings, by id (``<task>-<model>``)."""
+        return {served_id(t, n): lm for (t, n), lm in sorted(self.models.items()) if lm.embedder is not None}
+
+    def resolve_embedding(self, task: str, name: str | None) -> LoadedModel:
+        """The one loaded model that embeds for ``model=name`` (default: the task's default)."""
+        if name == ALL:
+            raise NoEmbedding(f"model 'all' is the mean of five classifiers, not one backbone; embed with one "
+                              f"of: {', '.join(self.embedding_models())}")
+        (lm,) = self.resolve(task, name)
+        if lm.embedder is None:
+            raise NoEmbedding(f"model {served_id(task, lm.name)!r} has no backbone graph to embed with; models "
+                              f"with embeddings: {', '.join(self.embedding_models()) or 'none'}")
+        return lm
+
+    async def embed(self, task: str, records: Sequence[FastaRecord], model: str | None = None,
+                    timeout: float | None = None, max_values: int | None = None) -> Embedded:
+        """The backbone's hidden states of each record (padding removed), through the model's
+        embedding batcher: what ``/v1/embeddings``, ``/embed`` and the v2 embedding models answer.
+        ``max_values`` bounds tokens x hidden size (per-token answers), checked before anything runs."""
+        if not records:
+            raise InvalidFasta("no records")
+        lm = self.resolve_embedding(task, model)
+        loop = asyncio.get_running_loop()
+        prep = await loop.run_in_executor(self._cpu, prepare, records, lm.model.tokenizer)
+        assert lm.embedder is not None
+        dim = lm.model.card.embedding.dim if lm.model.card.embedding is not None else 0
+        tokens = sum(len(row) for row in prep.tokens)
+        if max_values is not None and tokens * dim > max_values:
+            raise PayloadTooLarge(f"{tokens} tokens x {dim} dimensions = {tokens * dim} values; per-token hidden "
+                                  f"states are answered up to {max_values} values per request: send fewer records")
+        rows = await lm.embedder.submit(prep.tokens, timeout=self.settings.request_timeout_s
+                                        if timeout is None else timeout)
+        return Embedded(task, lm.name, lm.model.tokenizer, prep, [r.hidden for r in rows])
 
     async def predict_promoter(self, records: Sequence[FastaRecord], model: str | None = None,
                                threshold: float | None = None) -> PromoterResponse:
@@ -354,6 +425,22 @@ def _count_uninformative(metrics: ServiceMetrics, task: str, prep: Prepared) -> 
         metrics.uninformative.labels(task, NO_INFORMATIVE_BASES).inc(unscored)
     if mostly:
         metrics.uninformative.labels(task, MOSTLY_AMBIGUOUS).inc(mostly)
+
+
+@dataclass
+class Embedded:
+    """Hidden states of some records by one model's backbone."""
+
+    task: str
+    model: str
+    tokenizer: object
+    prepared: Prepared
+    hidden: list[np.ndarray]
+    """Per record, ``(tokens, dim)`` float32: [CLS], the sequence's tokens, [SEP]; no padding."""
+
+    @property
+    def dim(self) -> int:
+        return int(self.hidden[0].shape[1])
 
 
 @dataclass
