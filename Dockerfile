@@ -71,11 +71,13 @@ FROM deps-${ONNXRUNTIME_FLAVOR} AS runtime
 COPY --from=package /wheels /wheels
 RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels \
     && groupadd --system --gid 10001 dnabert \
-    && useradd --system --uid 10001 --gid dnabert --home-dir /app --shell /usr/sbin/nologin dnabert
+    && useradd --system --uid 10001 --gid dnabert --home-dir /app --shell /usr/sbin/nologin dnabert \
+    && mkdir -p /app/jobs && chown dnabert:dnabert /app/jobs
 WORKDIR /app
 # The embedded models; mount another folder over /app/models (or set DNABERT_MODELS_DIR) to serve others.
 COPY --chown=dnabert:dnabert models/ /app/models/
 ENV DNABERT_MODELS_DIR=/app/models \
+    DNABERT_JOBS_DIR=/app/jobs \
     DNABERT_HOST=0.0.0.0 \
     DNABERT_PORT=8000 \
     DNABERT_DEVICE=auto \

@@ -2,9 +2,12 @@
 
     dnabert-serve serve [--host H] [--port P] [--models-dir DIR] [--device auto|cpu|gpu]
     dnabert-serve predict FILE --task promoter|lncrna-localization [--model NAME] [-o OUT]
+                          [--server URL [--api-key KEY]]
 
 ``predict`` uses the same runtime and batcher as the server (no HTTP), so its scores are the
-server's scores.
+server's scores. With ``--server`` (also for ``scan``, ``variants`` and ``explain``) the work is
+submitted to that server as a job instead, followed with a progress bar, and its result written
+where the local command would write it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from service.commands import explain as explain_command
 from service.commands import output_format
 from service.commands import scan as scan_command
 from service.commands import variants as variants_command
+from service.commands.remote import add_server_arguments, run_job
 from service.contract.errors import DnabertError
 from service.contract.tasks import TASK_NAMES
 from service.settings import Settings
@@ -152,6 +156,13 @@ def cmd_predict(args) -> int:
     from service.contract.tasks import PROMOTER
 
     fmt = output_format(args.output, args.format, {f: f for f in OUTPUT_FORMATS}, "csv")  # before any model loads
+    if args.server:
+        job = run_job(args, "predict", args.task, {"model": args.model, "format": fmt}, {"file": Path(args.file)},
+                      args.output)
+        if args.output:
+            print(f"wrote {job['progress']['done']} predictions to {args.output} (job {job['id']} on {args.server})",
+                  file=sys.stderr)
+        return 0
     settings = _settings(args)
     settings.max_queue = max(settings.max_queue, 1 << 30)  # offline: the whole file may queue
     settings.request_timeout_s = max(settings.request_timeout_s, 24 * 3600)
@@ -190,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models-dir")
     s.add_argument("--device", choices=["auto", "cpu", "gpu"])
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_server_arguments(s)
     s.set_defaults(func=cmd_predict)
     explain_command.add_parser(sub)
     scan_command.add_parser(sub)

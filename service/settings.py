@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.contract.tasks import PROMOTER, TASKS
@@ -18,6 +18,16 @@ def default_models_dir() -> Path:
     """``models/`` of the checkout the package runs from, else ``./models``."""
     checkout = Path(__file__).resolve().parents[1] / "models"
     return checkout if checkout.is_dir() else Path.cwd() / "models"
+
+
+def read_keys_file(path: Path) -> list[str]:
+    """The API keys of a keys file: one a line; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the API keys file {path}: {exc.strerror or exc}") from None
+    keys = [line.strip() for line in text.splitlines()]
+    return [k for k in keys if k and not k.startswith("#")]
 
 
 class Settings(BaseSettings):
@@ -83,7 +93,18 @@ class Settings(BaseSettings):
     # -- security and fault tolerance -----------------------------------------------------------
     api_key: SecretStr | None = Field(
         None, description="when set, /predict/* and /models need 'Authorization: Bearer <key>' "
-                          "(health, readiness, metrics and the API docs stay open)")
+                          "(health, readiness, metrics and the API docs stay open); several keys "
+                          "separated by commas are all accepted, and each sees only its own jobs")
+    api_keys_file: Path | None = Field(
+        None, description="a file of API keys, one a line (blank lines and # comments skipped), accepted "
+                          "besides DNABERT_API_KEY; read at start-up")
+    jobs_dir: Path | None = Field(
+        None, description="folder of the job store (jobs.sqlite3) and of the jobs' inputs and results; unset: "
+                          "./jobs where it can be created, else dnabert-serve-jobs in the temporary folder. "
+                          "Not writable: the /jobs endpoints answer 503 jobs_unavailable")
+    job_max_upload_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="bytes of one job's input, as sent and after gzip decompression; "
+                                          "beyond it 413")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description='origins allowed by CORS, as JSON (["https://a.example"]) or comma-separated; '
@@ -98,6 +119,22 @@ class Settings(BaseSettings):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         return value
+
+    @model_validator(mode="after")
+    def _keys_from_file(self):
+        """The keys of ``api_keys_file`` join those of ``api_key`` (one comma-separated list)."""
+        if self.api_keys_file is not None:
+            keys = self.api_keys() + read_keys_file(self.api_keys_file)
+            if not keys:
+                raise ValueError(f"the API keys file {self.api_keys_file} holds no key")
+            self.api_key = SecretStr(",".join(dict.fromkeys(keys)))
+        return self
+
+    def api_keys(self) -> list[str]:
+        """Every accepted API key (none: the API is open)."""
+        if self.api_key is None:
+            return []
+        return [k for k in (part.strip() for part in self.api_key.get_secret_value().split(",")) if k]
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -13,6 +13,12 @@ PARITY_DIR = SHARED / "fixtures" / "dnabert2_parity_a"
 
 def pytest_configure(config):
     os.environ.setdefault("DNABERT_SHARED_DIR", str(SHARED))
+    # Servers started by the tests keep their jobs under the test session's temporary folder,
+    # never in the user's state folder (tests that run jobs give each server its own folder).
+    if "DNABERT_JOBS_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["DNABERT_JOBS_DIR"] = tempfile.mkdtemp(prefix="dnabert-test-jobs-")
 
 
 @pytest.fixture(scope="session")

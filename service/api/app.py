@@ -18,6 +18,7 @@ from service import __version__
 from service.api.embeddings import document as document_embeddings
 from service.api.embeddings import embeddings, openai_error
 from service.api.explain import explanations
+from service.api.jobs import jobs
 from service.api.lifecycle import InFlight
 from service.api.middleware import REQUEST_ID, RequestContext
 from service.api.probes import catalogue, probes
@@ -96,9 +97,14 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
             raise
         log.info("ready: %d models, providers %s%s", len(svc.models), svc.providers,
                  f"; not serving {', '.join(f'{t}/{n}' for t, n in sorted(svc.failed))}" if svc.failed else "")
+        from service.jobs.runner import Jobs  # the job runner, at background priority
+
+        app.state.jobs = Jobs(svc, settings)
+        await app.state.jobs.start()  # resumes the jobs a previous process left unfinished
         try:
             yield
         finally:
+            await app.state.jobs.stop()
             await svc.stop()
 
     # The API documentation's scripts and styles come from the installed fastapi-offline
@@ -117,7 +123,7 @@ def create_app(settings: Settings | None = None, service: InferenceService | Non
     app.state.service = service or InferenceService(settings, ServiceMetrics())
     app.state.in_flight = InFlight(settings.max_requests_in_flight)
     # behind the API key when one is configured
-    for router in (inference, catalogue, explanations, variants, scan, embeddings, v2):
+    for router in (inference, catalogue, explanations, variants, scan, embeddings, v2, jobs):
         if settings.api_key is not None:
             app.include_router(router, dependencies=[Depends(require_api_key)], responses=AUTH_RESPONSES)
         else:

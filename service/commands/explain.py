@@ -17,6 +17,7 @@ from pathlib import Path
 
 from service.commands import CommandUsage, offline_settings
 from service.commands import output_format as _output_format
+from service.commands.remote import add_server_arguments, run_job
 from service.contract.fasta import FastaRecord, read_fasta_bytes
 from service.contract.plots import FORMATS, IMAGE_FORMATS, render_explanations, require_one_record
 from service.contract.tasks import LNCRNA, PROMOTER, TASK_NAMES, TASKS
@@ -55,6 +56,13 @@ def cmd_explain(args) -> int:
     if args.label is not None and args.task != LNCRNA:
         raise CommandUsage(f"--label is for {LNCRNA}; the promoter score is the probability")
     path = Path(args.file)
+    if args.server:
+        params = {"model": args.model, "format": fmt, **({"label": args.label} if args.label else {})}
+        job = run_job(args, "explain", args.task, params, {"file": path}, args.output)
+        if args.output:
+            print(f"wrote the explanation of {job['progress']['done']} record(s) on {args.server} (job {job['id']}) "
+                  f"to {args.output}", file=sys.stderr)
+        return 0
     records = read_fasta_bytes(path.read_bytes(), max_bytes=1 << 34)
     if fmt in IMAGE_FORMATS:
         require_one_record(len(records))
@@ -89,4 +97,5 @@ def add_parser(sub) -> None:
     s.add_argument("--models-dir")
     s.add_argument("--device", choices=["auto", "cpu", "gpu"])
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_server_arguments(s)
     s.set_defaults(func=cmd_explain)

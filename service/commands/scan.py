@@ -29,6 +29,7 @@ from typing import TextIO
 
 from service.commands import CommandUsage, offline_settings
 from service.commands import output_format as _output_format
+from service.commands.remote import add_server_arguments, run_job
 from service.contract.fasta_stream import iter_fasta_file
 from service.contract.windows import (
     DEFAULT_MAX_N_FRACTION,
@@ -199,6 +200,8 @@ def cmd_scan(args) -> int:
 
     fmt = output_format(args.output, args.format)  # refused before any model is loaded
     strands = strands_of(args.strand)
+    if args.server:
+        return _scan_on_server(args, fmt)
     if fmt == "bigwig":
         _pybigwig()
     settings = offline_settings(args)
@@ -224,6 +227,19 @@ def cmd_scan(args) -> int:
     where = f" to {', '.join(map(str, targets))}" if targets else ""
     print(f"scanned {stats.describe()} (model {meta.model}, {meta.window} bp windows every {meta.stride} bp, "
           f"strand {strand_name(strands)}){where}", file=sys.stderr)
+    return 0
+
+
+def _scan_on_server(args, fmt: str) -> int:
+    """``--server``: the scan as a job on the server (``POST /jobs?kind=scan``)."""
+    if fmt == "bigwig":
+        raise CommandUsage("bigWig is written here, not by the server: with --server write bedGraph (-o OUT.bedgraph) "
+                           "and convert it with bedGraphToBigWig")
+    params = {"model": args.model, "format": fmt, "stride": args.stride, "strand": args.strand,
+              "max_n_fraction": args.max_n_fraction, "threshold": args.threshold, "min_windows": args.min_windows}
+    job = run_job(args, "scan", "promoter", params, {"file": Path(args.file)}, args.output)
+    where = f" to {args.output}" if args.output else ""
+    print(f"scanned {job['progress']['done']} windows on {args.server} (job {job['id']}){where}", file=sys.stderr)
     return 0
 
 
@@ -265,4 +281,5 @@ def add_parser(sub) -> None:
     s.add_argument("--models-dir")
     s.add_argument("--device", choices=["auto", "cpu", "gpu"])
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_server_arguments(s)
     s.set_defaults(func=cmd_scan)

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TextIO
 
 from service import __version__
-from service.commands import offline_settings
+from service.commands import CommandUsage, offline_settings
 from service.commands import output_format as _output_format
+from service.commands.remote import add_server_arguments, run_job
 from service.contract.reference import FaidxReference
 from service.contract.variant_windows import VariantReport
 from service.contract.vcf import VcfReader, iter_lines
@@ -118,6 +119,10 @@ def cmd_variants(args) -> int:
     vcf = Path(args.vcf)
     if not vcf.is_file():
         raise FileNotFoundError(f"no such VCF file: {vcf}")
+    if args.server:
+        return _variants_on_server(args, fmt, vcf)
+    if args.reference is None:
+        raise CommandUsage("--reference is needed (only with --server may it be left out, to use the server's own)")
     reference = FaidxReference(args.reference)
     target = Path(args.output) if args.output else None
     part = target.with_name(target.name + ".part") if target else None
@@ -138,6 +143,19 @@ def cmd_variants(args) -> int:
     return 0
 
 
+def _variants_on_server(args, fmt: str, vcf: Path) -> int:
+    """``--server``: the variants as a job on the server (``POST /jobs?kind=variants``); without
+    ``--reference``, the server's own reference is used."""
+    files = {"vcf": vcf, **({"reference": Path(args.reference)} if args.reference else {})}
+    params = {"model": args.model, "strand": args.strand, "format": fmt}
+    job = run_job(args, "variants", "promoter", params, files, args.output)
+    if args.output:
+        n = job["progress"]["done"]
+        print(f"wrote the effects of {n} variant{'s' if n != 1 else ''} on {args.server} (job {job['id']}) "
+              f"to {args.output}", file=sys.stderr)
+    return 0
+
+
 class _stdout:
     """``sys.stdout`` as a context manager that does not close it."""
 
@@ -154,9 +172,10 @@ def add_parser(sub) -> None:
                                    "of a window centred on the REF and on the ALT allele, their difference and "
                                    "log-odds ratio, through the server's runtime and batcher.")
     s.add_argument("--vcf", required=True, help="VCF 4.x, plain or bgzip (streamed; no limit on its size)")
-    s.add_argument("--reference", required=True,
+    s.add_argument("--reference",
                    help="reference FASTA (plain; indexed with pyfaidx: a .fai is written beside it, or in a "
-                        "temporary folder where that folder is read-only)")
+                        "temporary folder where that folder is read-only); needed, except with --server where "
+                        "the server's own reference is used without it")
     s.add_argument("-o", "--output", help="output file: .json, .tsv or .vcf; default: JSON to stdout")
     s.add_argument("--format", choices=FORMATS, help="default: from the output file's extension, else json")
     s.add_argument("--model", help="promoter variant or 'all' (default from settings)")
@@ -166,4 +185,5 @@ def add_parser(sub) -> None:
     s.add_argument("--models-dir")
     s.add_argument("--device", choices=["auto", "cpu", "gpu"])
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_server_arguments(s)
     s.set_defaults(func=cmd_variants)

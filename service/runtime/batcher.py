@@ -52,6 +52,16 @@ Scheduling (after TEI / Infinity practice, with an explicit fairness rule):
   once (they never run). If ``run_batch`` raises, every request with a sequence in that batch gets
   :class:`~service.contract.errors.InferenceFailed` (and its other queued sequences are dropped); other
   requests are unaffected. Rows are delivered to the awaiting coroutines from the event loop.
+* **Priority.** A request is :data:`INTERACTIVE` (the default) or :data:`BACKGROUND` (the
+  ``priority=`` of :meth:`DynamicBatcher.submit`, else the :data:`PRIORITY` context variable, which
+  the job runner sets for everything it scores). While any interactive sequence is queued, batches
+  are cut from interactive requests only, by the rules above; background sequences are cut only
+  when no interactive one waits and no interactive batch runs, in batches of at most
+  ``background_batch_size`` (default: a quarter of ``max_batch_size``), and at most
+  ``background_workers`` of them run at once (default: one worker fewer than ``workers``): an
+  interactive request finds a worker free, and the processor nearly to itself, instead of waiting
+  behind a job's batches. Background requests are left out of the interactive
+  requests' deadline admission and deadline mode, and have no deadline admission of their own.
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,6 +84,9 @@ import numpy as np
 from service.contract.errors import DnabertError, InferenceFailed, NotReady, Overloaded, RequestTimeout
 
 __all__ = [
+    "BACKGROUND",
+    "INTERACTIVE",
+    "PRIORITY",
     "BatchObserver",
     "BatcherConfig",
     "DynamicBatcher",
@@ -93,6 +107,14 @@ _MAX_RETRY_AFTER_S = 60.0
 # Deadline admission and deadline mode need a throughput measured over at least this many batches.
 _MIN_RATE_BATCHES = 3
 
+INTERACTIVE = 0
+"""A request answered while its client waits: always cut before background work."""
+BACKGROUND = 1
+"""Work of a job: cut only when no interactive sequence is queued."""
+PRIORITY: ContextVar[int] = ContextVar("dnabert_batch_priority", default=INTERACTIVE)
+"""The priority of what the current task submits when ``submit`` is given none: the job runner
+sets it to :data:`BACKGROUND` around a job, and the tasks it starts inherit it."""
+
 
 @dataclass(frozen=True)
 class BatcherConfig:
@@ -109,6 +131,12 @@ class BatcherConfig:
     """Most queued sequences (all requests together); beyond it ``submit`` raises Overloaded."""
     workers: int = 1
     """Batches running concurrently (threads of the executor)."""
+    background_workers: int = 0
+    """Background batches running at once; 0: ``workers - 1`` (at least 1), so that one worker is
+    always left to interactive requests where there are two or more."""
+    background_batch_size: int = 0
+    """Sequences per background batch; 0: a quarter of ``max_batch_size`` (at least 1): a short
+    batch is soon out of an arriving interactive request's way."""
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_size", "window", "max_queue", "workers"):
@@ -117,6 +145,20 @@ class BatcherConfig:
                 raise ValueError(f"BatcherConfig.{name} must be a positive integer, got {value!r}")
         if not self.max_wait_ms >= 0:
             raise ValueError(f"BatcherConfig.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        for name in ("background_workers", "background_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"BatcherConfig.{name} must be an integer >= 0, got {value!r}")
+
+    @property
+    def background_size(self) -> int:
+        """Sequences per background batch."""
+        return min(self.max_batch_size, self.background_batch_size or max(1, self.max_batch_size // 4))
+
+    @property
+    def background_slots(self) -> int:
+        """Background batches that may run at once."""
+        return min(self.workers, self.background_workers or max(1, self.workers - 1))
 
 
 class BatchObserver(Protocol):
@@ -147,10 +189,10 @@ class NullObserver:
 
 class _Request:
     __slots__ = ("id", "future", "pending", "rows", "remaining", "last_served", "enqueued_at",
-                 "deadline", "tokens")
+                 "deadline", "tokens", "priority")
 
     def __init__(self, rid: int, future: asyncio.Future, n: int, last_served: int, now: float,
-                 deadline: float = math.inf):
+                 deadline: float = math.inf, priority: int = INTERACTIVE):
         self.id = rid
         self.future = future
         self.pending: deque[_Item] = deque()
@@ -160,6 +202,7 @@ class _Request:
         self.enqueued_at = now
         self.deadline = deadline  # time.monotonic() by which it must finish; inf: none
         self.tokens = 0  # real tokens of its queued (not yet running) items
+        self.priority = priority
 
 
 # Least recently served first; ties: the older request first.
@@ -196,8 +239,12 @@ class DynamicBatcher:
         self._active: dict[int, _Request] = {}
         self._next_id = 0
         self._depth = 0
-        self._queued_tokens = 0
-        self._first_arrival = 0.0
+        # queued sequences, their real tokens and when the first of them arrived, per priority
+        self._class_depth = [0, 0]
+        self._class_tokens = [0, 0]
+        self._class_first = [0.0, 0.0]
+        self._background_running = 0
+        self._interactive_running = 0
         self._batches_cut = 0
         self._inflight: dict[asyncio.Task, list[_Item]] = {}
         # (start, end, n items, real tokens) of the last successful batches
@@ -261,13 +308,17 @@ class DynamicBatcher:
     # ------------------------------------------------------------------ submission
 
     async def submit(self, sequences: Sequence[Sequence[int]], *,
-                     timeout: float | None = None) -> np.ndarray:
+                     timeout: float | None = None, priority: int | None = None) -> np.ndarray:
         """Run ``sequences`` and return ``np.stack`` of their output rows, in input order.
 
         Raises :class:`Overloaded` at once when the queue is full, or when ``timeout`` is given
         and the request cannot finish in time behind the work queued ahead of it (see the module
         docstring); :class:`RequestTimeout` when ``timeout`` passes before its rows are ready.
+        ``priority``: :data:`INTERACTIVE` or :data:`BACKGROUND` (default: :data:`PRIORITY`).
         """
+        priority = PRIORITY.get() if priority is None else priority
+        if priority not in (INTERACTIVE, BACKGROUND):
+            raise ValueError(f"priority must be INTERACTIVE (0) or BACKGROUND (1), got {priority!r}")
         n = len(sequences)
         if n == 0:
             raise ValueError("submit() needs at least one sequence")
@@ -287,21 +338,22 @@ class DynamicBatcher:
         loop = self._loop
         now = time.monotonic()
         deadline = now + max(timeout, 0.0) if timeout is not None else math.inf
-        req = _Request(self._next_id, loop.create_future(), n, self._batches_cut - 2, now, deadline)
+        req = _Request(self._next_id, loop.create_future(), n, self._batches_cut - 2, now, deadline, priority)
         tokens = 0
         for i, seq in enumerate(sequences):
             item = _Item(req, i, seq)
             tokens += item.length
             req.pending.append(item)
         req.tokens = tokens
-        if timeout is not None:
+        if timeout is not None and priority == INTERACTIVE:
             self._admit_by_deadline(n, tokens, timeout, deadline, now)
         self._next_id += 1
-        if self._depth == 0:
-            self._first_arrival = now
+        if self._class_depth[priority] == 0:
+            self._class_first[priority] = now
         self._active[req.id] = req
         self._depth += n
-        self._queued_tokens += tokens
+        self._class_depth[priority] += n
+        self._class_tokens[priority] += tokens
         self._notify_depth()
         self._wakeup.set()
 
@@ -337,7 +389,8 @@ class DynamicBatcher:
         req.pending.clear()
         req.tokens = 0
         self._depth -= n
-        self._queued_tokens -= tokens
+        self._class_depth[req.priority] -= n
+        self._class_tokens[req.priority] -= tokens
         self._call_observer("dropped", n, reason)
         self._notify_depth()
 
@@ -372,7 +425,8 @@ class DynamicBatcher:
         if rate is None:
             return
         ahead = sum(r.tokens for r in self._active.values()
-                    if r.deadline <= deadline and r.tokens <= rate * (r.deadline - now))
+                    if r.priority == INTERACTIVE and r.deadline <= deadline
+                    and r.tokens <= rate * (r.deadline - now))
         if ahead == 0:
             return
         need = (ahead + tokens) / rate
@@ -387,9 +441,32 @@ class DynamicBatcher:
             f"would take about {ahead / rate:.1f} s and theirs {tokens / rate:.1f} s, past the "
             f"{timeout:g} s deadline; retry in {retry_after:.0f} s", retry_after=retry_after)
 
+    def _eligible(self) -> list[_Request]:
+        """The pending requests the next batch may take from: the interactive ones while any is
+        queued, else the background ones while a background slot is free, else none."""
+        if self._class_depth[INTERACTIVE]:
+            return [r for r in self._active.values() if r.priority == INTERACTIVE]
+        if self._background_may_run():
+            return list(self._active.values())
+        return []
+
+    def _cut_class(self) -> int | None:
+        """The priority the next batch is cut for (None: nothing may be cut now)."""
+        if self._class_depth[INTERACTIVE]:
+            return INTERACTIVE
+        if self._background_may_run():
+            return BACKGROUND
+        return None
+
+    def _background_may_run(self) -> bool:
+        """Background work is queued, a background slot is free and no interactive batch runs
+        (which then has the processor to itself, but for a background batch already running)."""
+        return (self._class_depth[BACKGROUND] > 0 and self._interactive_running == 0
+                and self._background_running < self.config.background_slots)
+
     def _ranked(self) -> tuple[list[_Request], bool]:
-        """Pending requests in rank order, and whether that is deadline mode."""
-        requests = list(self._active.values())
+        """Pending requests of the class cut next, in rank order, and whether that is deadline mode."""
+        requests = self._eligible()
         rate = self._token_rate()
         if rate is None or not any(r.deadline < math.inf for r in requests):
             return sorted(requests, key=_RANK), False
@@ -435,9 +512,10 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------ scheduling
 
-    def _batch_full(self) -> bool:
+    def _batch_full(self, priority: int) -> bool:
         cfg = self.config
-        return self._depth >= cfg.max_batch_size or self._queued_tokens >= cfg.max_batch_tokens
+        size = cfg.background_size if priority == BACKGROUND else cfg.max_batch_size
+        return self._class_depth[priority] >= size or self._class_tokens[priority] >= cfg.max_batch_tokens
 
     async def _schedule(self) -> None:
         assert self._wakeup is not None and self._slots is not None
@@ -447,12 +525,14 @@ class DynamicBatcher:
                 await slots.acquire()
                 launched = False
                 try:
-                    while self._depth == 0:
+                    # Work that may be cut now: interactive, or background with a slot free.
+                    while (priority := self._cut_class()) is None:
                         wakeup.clear()
                         await wakeup.wait()
-                    # Wait for more work, counting from the arrival of the first queued item.
-                    deadline = self._first_arrival + self.config.max_wait_ms / 1000.0
-                    while self._depth and not self._batch_full():
+                    # Wait for more work, counting from the arrival of the first queued item of
+                    # the class; an interactive arrival ends a background wait at once.
+                    deadline = self._class_first[priority] + self.config.max_wait_ms / 1000.0
+                    while self._cut_class() == priority and not self._batch_full(priority):
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             break
@@ -463,7 +543,10 @@ class DynamicBatcher:
                             break
                     batch = self._cut()
                     if batch:
-                        task = self._loop.create_task(self._execute(batch))
+                        background = batch[0].request.priority == BACKGROUND
+                        self._background_running += background
+                        self._interactive_running += not background
+                        task = self._loop.create_task(self._execute(batch, background))
                         self._inflight[task] = batch
                         launched = True
                 finally:
@@ -517,6 +600,8 @@ class DynamicBatcher:
             return []
         cfg = self.config
         budget, max_size = cfg.max_batch_tokens, cfg.max_batch_size
+        if window[0].request.priority == BACKGROUND:
+            max_size = cfg.background_size
         # Sorted by length; ties keep window order (rank, then round-robin position).
         order = sorted(range(len(window)), key=lambda i: (window[i].length, i))
         lengths = [window[i].length for i in order]
@@ -574,11 +659,13 @@ class DynamicBatcher:
             if not pending:
                 del self._active[rid]
         self._depth -= len(batch)
-        self._queued_tokens -= real
+        cut = batch[0].request.priority
+        self._class_depth[cut] -= len(batch)
+        self._class_tokens[cut] -= real
         self._notify_depth()
         return batch
 
-    async def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item], background: bool = False) -> None:
         loop = self._loop
         sequences = [item.seq for item in batch]
         started = time.monotonic()
@@ -610,7 +697,11 @@ class DynamicBatcher:
             self._deliver(batch, out)
         finally:
             self._inflight.pop(asyncio.current_task(), None)
+            self._background_running -= background
+            self._interactive_running -= not background
             self._slots.release()
+            if self._wakeup is not None and self._class_depth[BACKGROUND]:
+                self._wakeup.set()  # background work may be cut again
 
     def _deliver(self, batch: list[_Item], out: np.ndarray | None) -> None:
         if out is None:

@@ -46,6 +46,7 @@ from service.runtime.batcher import BatcherConfig, DynamicBatcher, RunBatch
 from service.runtime.embedding import EmbeddingGraph, has_embedding
 from service.runtime.model import OnnxModel, load_card
 from service.runtime.session import RuntimeUnavailable, choose_providers
+from service.runtime.versions import ReloadReport, folder_version, split_model, version_folders
 from service.settings import Settings, effective_batching
 
 log = logging.getLogger("dnabert.service")
@@ -61,6 +62,8 @@ class LoadedModel:
     tokenizer_key: str = field(default="")
     embedder: DynamicBatcher | None = None
     """The batcher of the backbone graph, for models whose folder has one (embeddings)."""
+    version: int = 1
+    """Which version of ``name`` (:mod:`service.runtime.versions`)."""
 
     @property
     def batchers(self) -> list[DynamicBatcher]:
@@ -68,21 +71,22 @@ class LoadedModel:
 
 
 def discover(models_dir: Path) -> list[tuple[str, str, Path]]:
-    """(task, name, folder) of every ``<task>/<name>/card.json`` below ``models_dir``.
+    """(task, name, folder) of every model below ``models_dir``: ``<task>/<name>/card.json``, or
+    the newest version ``<task>/<name>/<N>/card.json`` (:mod:`service.runtime.versions`; the
+    older versions are loaded by :meth:`InferenceService.reload`).
 
     A folder beside them without a ``card.json`` (not an exported model, or an export still being
     written: the card is written last) is skipped with a warning that names it.
     """
     if not models_dir.is_dir():
         raise ModelArtifactError(f"models directory {models_dir} does not exist")
-    found = []
-    for card in sorted(models_dir.glob(f"*/*/{CARD_FILE}")):
-        found.append((card.parent.parent.name, card.parent.name, card.parent))
+    found = [(task, name, versions[max(versions)])
+             for (task, name), versions in sorted(version_folders(models_dir).items())]
     if not found:
         raise ModelArtifactError(f"{models_dir}: no model folders (<task>/<name>/{CARD_FILE})")
-    for task_dir in sorted({folder.parent for _, _, folder in found}):
+    for task_dir in sorted({models_dir / task for task, _, _ in found}):
         for other in sorted(p for p in task_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-            if not (other / CARD_FILE).is_file():
+            if not (other / CARD_FILE).is_file() and not any(other.glob(f"*/{CARD_FILE}")):
                 log.warning("skipping %s: no %s (not an exported model folder, or an export in progress)",
                             other, CARD_FILE)
     return found
@@ -113,8 +117,11 @@ class InferenceService:
         self.metrics = metrics or ServiceMetrics()
         self.models: dict[tuple[str, str], LoadedModel] = {}
         self.failed: dict[tuple[str, str], str] = {}  # (task, name) -> reason, without server paths
+        self.versions: dict[tuple[str, str], dict[int, LoadedModel]] = {}  # every loaded version
+        self.refused: dict[str, str] = {}  # 'task/name@N' -> why that version is not served
         self.providers: list[str] = []
         self.started = False
+        self._reloading = asyncio.Lock()
         self._cpu = ThreadPoolExecutor(max_workers=settings.tokenizer_threads, thread_name_prefix="tokenize")
 
     # -- life cycle -------------------------------------------------------------------------
@@ -149,28 +156,33 @@ class InferenceService:
         config = BatcherConfig(max_batch_tokens=s.max_batch_tokens, max_batch_size=max_batch_size,
                                max_wait_ms=s.max_wait_ms, window=s.batch_window, max_queue=s.max_queue,
                                workers=s.workers)
+        self._batching = (config, threads, precision)
         for task, name, folder in discover(s.models_dir):
             try:
-                card_precision = load_card(folder).serving_precision(precision)
-                model = OnnxModel(folder, providers=self.providers, precision=card_precision, threads=threads)
+                lm = self._build(task, name, folder)
             except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
                 self._broken(task, name, folder, exc)
                 continue
-            # Requests to several models are tokenized once per distinct tokenizer: the same
-            # file *and* the same tokenization entry (kind, k, truncation) of the card.
-            tokenizer_key = model.card.sha256[model.card.files["tokenizer"]] + json.dumps(
-                model.card.tokenization.entry(), sort_keys=True)
-            batcher = DynamicBatcher(f"{task}/{name}", self.batch_runner(model), config,
-                                     observer=self.metrics.observer(f"{task}/{name}"))
-            try:
-                embedder = self._embedder(task, name, folder, model, config, threads)
-            except Exception as exc:  # noqa: BLE001 - reported like any other load failure
-                self._broken(task, name, folder, exc)
-                continue
-            self.models[(task, name)] = LoadedModel(task, name, model, card_precision, batcher,
-                                                    tokenizer_key=tokenizer_key, embedder=embedder)
-            log.info("loaded %s/%s from %s (%s, %s)", task, name, folder, model.providers[0], card_precision)
+            self.models[(task, name)] = lm
+            self.versions.setdefault((task, name), {})[lm.version] = lm
         self._check_default(s.models_dir)
+
+    def _build(self, task: str, name: str, folder: Path) -> LoadedModel:
+        """One model folder checked and loaded, with its batchers (not started). Blocking."""
+        config, threads, precision = self._batching
+        version = folder_version(folder, name)
+        card_precision = load_card(folder).serving_precision(precision)
+        model = OnnxModel(folder, providers=self.providers, precision=card_precision, threads=threads)
+        # Requests to several models are tokenized once per distinct tokenizer: the same
+        # file *and* the same tokenization entry (kind, k, truncation) of the card.
+        tokenizer_key = model.card.sha256[model.card.files["tokenizer"]] + json.dumps(
+            model.card.tokenization.entry(), sort_keys=True)
+        label = f"{task}/{name}" + (f"@{version}" if version != 1 else "")
+        batcher = DynamicBatcher(label, self.batch_runner(model), config, observer=self.metrics.observer(label))
+        embedder = self._embedder(task, name, folder, model, config, threads)
+        log.info("loaded %s from %s (%s, %s)", label, folder, model.providers[0], card_precision)
+        return LoadedModel(task, name, model, card_precision, batcher, tokenizer_key=tokenizer_key,
+                           embedder=embedder, version=version)
 
     def _check_default(self, models_dir: Path) -> None:
         """The default promoter model must be there whenever promoter models are served."""
@@ -214,6 +226,7 @@ class InferenceService:
             await self.stop()  # no batcher left running behind a failed start
             raise
         self.started = True
+        await self.reload()  # the older versions of each model (a broken one is refused, logged)
         if self.failed:
             log.warning("serving %d models; not serving %s", len(self.models),
                         ", ".join(f"{t}/{n}" for t, n in sorted(self.failed)))
@@ -224,14 +237,7 @@ class InferenceService:
                  FastaRecord("warmup-2", "warmup-2", "TTGACAGCTAGCTCAGTCCTAGGTATAATGCTAGC" * 3, 3)]
         for key, lm in list(self.models.items()):
             try:
-                prep = prepare(probe, lm.model.tokenizer)
-                out = await lm.batcher.submit(prep.tokens, timeout=self.settings.request_timeout_s * 5)
-                if not np.all(np.isfinite(out)):
-                    raise ModelArtifactError(f"{lm.model.folder}: warm-up produced non-finite scores")
-                if lm.embedder is not None:
-                    rows = await lm.embedder.submit(prep.tokens, timeout=self.settings.request_timeout_s * 5)
-                    if not all(np.all(np.isfinite(r.hidden)) for r in rows):
-                        raise ModelArtifactError(f"{lm.model.folder}: warm-up produced non-finite hidden states")
+                await self._warm(lm, probe)
             except Exception as exc:  # noqa: BLE001
                 if not isinstance(exc, ModelArtifactError):
                     exc = ModelArtifactError(f"{lm.model.folder}: the warm-up batch failed "
@@ -241,18 +247,87 @@ class InferenceService:
                 finally:
                     if key in self.failed:  # left out: stop its batchers now
                         del self.models[key]
+                        self.versions.pop(key, None)
                         for batcher in lm.batchers:
                             await batcher.stop()
                 self._check_default(self.settings.models_dir)
                 continue
             lm.ready = True
 
+    async def _warm(self, lm: LoadedModel, probe: list[FastaRecord]) -> None:
+        """One real batch through the model (and its backbone graph); raises if it fails."""
+        prep = prepare(probe, lm.model.tokenizer)
+        out = await lm.batcher.submit(prep.tokens, timeout=self.settings.request_timeout_s * 5)
+        if not np.all(np.isfinite(out)):
+            raise ModelArtifactError(f"{lm.model.folder}: warm-up produced non-finite scores")
+        if lm.embedder is not None:
+            rows = await lm.embedder.submit(prep.tokens, timeout=self.settings.request_timeout_s * 5)
+            if not all(np.all(np.isfinite(r.hidden)) for r in rows):
+                raise ModelArtifactError(f"{lm.model.folder}: warm-up produced non-finite hidden states")
+
     async def stop(self) -> None:
         self.started = False  # not ready from now on: requests get 503 not_ready, /readyz 503
-        for lm in self.models.values():
+        every = {id(lm): lm for lm in [*self.models.values(), *(v for vs in self.versions.values() for v in vs.values())]}
+        for lm in every.values():
             for batcher in lm.batchers:
                 await batcher.stop()
         self._cpu.shutdown(wait=False, cancel_futures=True)
+
+    async def reload(self, task: str | None = None) -> ReloadReport:
+        """Load the model versions on disk that are not loaded yet, each checked against its card
+        and warmed up on the side while the others serve. A version that fails is refused and
+        reported; one that is newer than a name's current version becomes that name's model in
+        one assignment: requests already resolved finish on the old session, the next ones get
+        the new one. Versions already loaded are kept (and stay selectable as ``name@N``).
+        ``task``: only that task's models."""
+        report = ReloadReport()
+        loop = asyncio.get_running_loop()
+        probe = [FastaRecord("warmup-1", "warmup-1", "ACGT" * 75, 1)]
+        async with self._reloading:
+            found = await loop.run_in_executor(self._cpu, version_folders, self.settings.models_dir)
+            for (kind, name), folders in sorted(found.items()):
+                if task is not None and kind != task:
+                    continue
+                loaded = self.versions.setdefault((kind, name), {})
+                for version, folder in sorted(folders.items()):
+                    label = f"{kind}/{name}@{version}"
+                    if version in loaded:
+                        report.unchanged.append(label)
+                        continue
+                    lm = await self._load_version(kind, name, folder, label, probe, report)
+                    if lm is None:
+                        continue
+                    loaded[version] = lm
+                    current = self.models.get((kind, name))
+                    if current is None or version > current.version:
+                        self.models[(kind, name)] = lm  # the swap: the next request resolves to it
+                        self.failed.pop((kind, name), None)
+                    report.loaded.append(label)
+                if not loaded:
+                    del self.versions[(kind, name)]
+        return report
+
+    async def _load_version(self, task: str, name: str, folder: Path, label: str, probe: list[FastaRecord],
+                            report: ReloadReport) -> LoadedModel | None:
+        """One version loaded, started and warmed up; None (refused, reported) if it fails."""
+        lm = None
+        try:
+            lm = await asyncio.get_running_loop().run_in_executor(self._cpu, self._build, task, name, folder)
+            for batcher in lm.batchers:
+                await batcher.start()
+            await self._warm(lm, probe)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
+            if lm is not None:
+                for batcher in lm.batchers:
+                    await batcher.stop()
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            reason = public_reason(message, folder, label, self.settings.models_dir)
+            log.error("model version %s is refused: %s", label, message)
+            report.refused[label] = self.refused[label] = reason
+            return None
+        lm.ready = True
+        self.refused.pop(label, None)
+        return lm
 
     @property
     def default_available(self) -> bool:
@@ -291,6 +366,13 @@ class InferenceService:
         """The loaded models that answer ``model=name`` for ``task`` (several for ``all``)."""
         if not self.started:
             raise NotReady("the service is starting: models are loading or warming up")
+        name, version = split_model(name)
+        if version is not None:
+            versions = self.versions.get((task, name or ""), {})
+            if version not in versions:
+                known = ", ".join(f"{name}@{v}" for v in sorted(versions)) or "none"
+                raise ModelNotFound(f"unknown {task} model version {name}@{version}; loaded: {known}")
+            return [versions[version]]
         spec = TASKS[task]
         models = self.task_models(task)
         failed = sorted(n for t, n in self.failed if t == task)

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,7 +52,8 @@ def run(coro):
 
 def make_settings(models_dir: Path = MODELS_DIR, **overrides) -> Settings:
     values = dict(models_dir=models_dir, device="cpu", tokenizer_threads=1, intra_op_threads=1,
-                  default_promoter_model="base", max_wait_ms=2)
+                  default_promoter_model="base", max_wait_ms=2,
+                  jobs_dir=Path(tempfile.mkdtemp(prefix="dnabert-test-jobs-")))  # a server's own jobs
     values.update(overrides)
     return Settings(**values)
 
@@ -187,6 +189,7 @@ class ServerProcess:
             "DNABERT_INTRA_OP_THREADS": "1",
             "DNABERT_TOKENIZER_THREADS": "1",
             "DNABERT_DEVICE": "cpu",
+            "DNABERT_JOBS_DIR": tempfile.mkdtemp(prefix="dnabert-test-jobs-"),
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
