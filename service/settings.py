@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     job_max_upload_bytes: int = Field(
         2 * 1024**3, ge=1024, description="bytes of one job's input, as sent and after gzip decompression; "
                                           "beyond it 413")
+    checkpoints_dir: Path | None = Field(
+        None, description="folder of checkpoint folders (e.g. a DNABERT-2-117M directory) that a fine-tuning job may "
+                          "start from, named by the job's base=; unset: fine-tuning starts from served models only")
+    finetune_max_minutes: float = Field(60.0, gt=0.0, le=1440.0, description=(
+        "upper bound of a fine-tuning job's training time (its max_minutes is cut to it)"))
+    finetune_memory_gb: float = Field(16.0, gt=0.5, description=(
+        "address-space limit of a fine-tuning job's worker process, in GiB"))
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description='origins allowed by CORS, as JSON (["https://a.example"]) or comma-separated; '

@@ -24,7 +24,7 @@ from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
-from fastapi.dependencies.utils import request_params_to_args
+from fastapi.dependencies.utils import get_dependant, request_params_to_args
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
@@ -51,6 +51,7 @@ from service.contract.errors import ClientClosed, DnabertError, EmptyInput, Inva
 from service.contract.fasta import GZIP_MAGIC, StreamingGunzip
 from service.contract.tasks import LNCRNA, PROMOTER
 from service.contract.vcf import InvalidVcf
+from service.jobs.finetune import LABELLED_FILE, finetune_parameters, training_status
 from service.jobs.kinds import ENDPOINTS, FASTA_FILE, KINDS, REFERENCE_FILE, VCF_FILE
 from service.jobs.runner import INPUT, Jobs, JobsUnavailable, fsync_dir
 from service.jobs.store import SUCCEEDED, Job
@@ -114,6 +115,9 @@ class JobInfo(BaseModel):
         "why it failed, in the service's error shape: code, message, and record_id and line where the "
         "input is at fault (what the synchronous endpoint answers for the same input)"))
     result: JobResultInfo | None = None
+    training: dict[str, Any] | None = Field(None, description=(
+        "fine-tuning jobs: the dev curve so far (one point per epoch), then the test metrics on the held-out "
+        "split and the version served"))
     url: str
 
 
@@ -182,8 +186,13 @@ def describe(request: Request, job: Job) -> JobInfo:
     result = None
     if job.state == SUCCEEDED and job.result:
         result = JobResultInfo(url=str(request.url_for("job_result", job_id=job.id)), **job.result)
-    return JobInfo(id=job.id, kind=job.kind, task=job.task, state=job.state,
-                   progress=JobProgress(done=job.done, total=job.total, unit=job.unit), params=job.params,
+    training = None
+    if job.kind == "finetune":
+        found = _jobs(request)
+        training = training_status(found.folder(job.id), found.result(job) if job.state == SUCCEEDED else None)
+    done = job.done if training is None or job.finished else min(len(training["curve"]), job.total or 0)
+    return JobInfo(id=job.id, kind=job.kind, task=job.task, state=job.state, training=training,
+                   progress=JobProgress(done=done, total=job.total, unit=job.unit), params=job.params,
                    created_at=_time(job.created_at), started_at=_time(job.started_at),
                    finished_at=_time(job.finished_at), attempts=job.attempts,
                    error=job.error, result=result,
@@ -200,6 +209,10 @@ def _endpoint(kind: str, task: str) -> APIRoute:
     raise JobsUnavailable(f"POST {path} is not served here")
 
 
+_FINETUNE = get_dependant(path="/jobs", call=finetune_parameters)
+"""The query parameters of a fine-tuning job, which has no synchronous endpoint."""
+
+
 def job_params(request: Request, kind: str | None, task: str | None) -> tuple[str, str, dict]:
     """The job's kind, task and parameters, checked as the endpoint checks its own."""
     if kind not in KINDS:
@@ -210,7 +223,7 @@ def job_params(request: Request, kind: str | None, task: str | None) -> tuple[st
     if task not in work.tasks:
         raise NoSuchJobKind(f"there is no {kind} job for task {task[:40]!r}: a {kind} job's task is "
                             f"{' or '.join(work.tasks)}")
-    fields = list(_endpoint(kind, task).dependant.query_params)
+    fields = list((_FINETUNE if kind == "finetune" else _endpoint(kind, task).dependant).query_params)
     unknown = sorted(set(request.query_params) - {"kind", "task"} - {f.alias for f in fields})
     if unknown:
         raise UnknownParameter(f"unknown query parameter(s) {', '.join(repr(n[:64]) for n in unknown[:5])} for a "
@@ -417,8 +430,9 @@ async def spool(request: Request, settings: Settings, kind: str, folder: Path) -
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     into, limit = folder / INPUT, settings.job_max_upload_bytes
     into.mkdir(parents=True)
-    variants = kind == "variants"
-    main = (b"vcf", VCF_FILE, False, vcf_head) if variants else (b"file", FASTA_FILE, None, fasta_head)
+    variants, finetune = kind == "variants", kind == "finetune"
+    main = ((b"vcf", VCF_FILE, False, vcf_head) if variants else (b"file", LABELLED_FILE, None, None) if finetune
+            else (b"file", FASTA_FILE, None, fasta_head))
     if media == "multipart/form-data":
         make = {main[0]: lambda: Sink(into / main[1], limit, main[2], main[3])}
         if variants:  # the VCF in the field 'vcf' (as the endpoint takes it), or else in 'file'
@@ -430,7 +444,8 @@ async def spool(request: Request, settings: Settings, kind: str, folder: Path) -
             sinks[b"vcf"] = sinks.pop(b"file")
         if main[0] not in sinks:
             raise EmptyInput(f"multipart upload without a {main[0].decode()!r} field")
-    elif media in ((*VCF_TYPES, *FASTA_TYPES) if variants else FASTA_TYPES) or media == "":
+    elif media in ((*VCF_TYPES, *FASTA_TYPES) if variants else (*FASTA_TYPES, "text/csv") if finetune
+                   else FASTA_TYPES) or media == "":
         sink = Sink(into / main[1], limit, _gzip_declared(request.headers.get("content-encoding")) or main[2],
                     main[3])
         try:
@@ -502,7 +517,7 @@ def result_response(request: Request, job: Job, path: Path) -> Response:
 
 # -- routes ---------------------------------------------------------------------------------------
 
-KindQuery = Annotated[str, Query(description="predict, scan, variants or explain", json_schema_extra={
+KindQuery = Annotated[str, Query(description="predict, scan, variants, explain or finetune", json_schema_extra={
     "enum": list(KINDS)})]
 TaskQuery = Annotated[str | None, Query(description="promoter (default) or lncrna-localization (predict, explain)",
                                         json_schema_extra={"enum": [PROMOTER, LNCRNA]})]

@@ -302,13 +302,14 @@ def _possible_inference_body(body: dict) -> bool:
 
 
 def _possible_job(ctx, case):
-    """POST /jobs: which body a kind takes (FASTA, or a VCF and a reference for variants) and which
-    task it serves (scan: promoter only) are rules across the query and the body; schema-valid
-    cases become a job the server can take (predict). The kinds are tested in test_jobs.py."""
+    """POST /jobs: which body a kind takes (FASTA, a VCF and a reference for variants, labelled data
+    and its own parameters for finetune) and which task it serves (scan: promoter only) are rules
+    across the query and the body; schema-valid cases become a job the server can take (predict).
+    The kinds are tested in test_jobs.py and test_finetune_jobs.py."""
     query = case.query or {}
     if case.operation.path != "/jobs" or case.meta is None or not case.meta.generation.mode.is_positive:
         return case
-    if query.get("kind") == "variants" or (query.get("kind") == "scan" and query.get("task") != "promoter"):
+    if query.get("kind") in ("variants", "finetune") or (query.get("kind") == "scan" and query.get("task") != "promoter"):
         case.query = {**query, "kind": "predict"}
     return case
 
