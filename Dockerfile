@@ -56,7 +56,7 @@ COPY --from=package /wheels /wheels
 RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels \
     && groupadd --system --gid 10001 dnabert \
     && useradd --system --uid 10001 --gid dnabert --home-dir /app --shell /usr/sbin/nologin dnabert \
-    && mkdir -p /app/runs && chown dnabert:dnabert /app/runs
+    && mkdir -p /app/runs /app/jobs && chown dnabert:dnabert /app/runs /app/jobs
 WORKDIR /app
 COPY --chown=dnabert:dnabert models/ /app/models/
 ENV DNABERT_SHARED_DIR=/shared

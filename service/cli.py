@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain_command.add_parser(sub)
     scan_command.add_parser(sub)
     variants_command.add_parser(sub)
+    from service.ray.cli import add_parser as add_ray_parser  # Ray itself is imported when `ray` runs
+
+    add_ray_parser(sub)
     return p
 
 

@@ -101,7 +101,7 @@ def test_dockerignore_keeps_tests_caches_and_runs_out():
 def test_compose_file_follows_the_compose_specification():
     spec = pytest.importorskip("compose_spec")
     parsed = spec.PyCompose.from_json(json.dumps(compose()))
-    assert sorted(parsed.service_names()) == ["api", "api-cpu", "train", "train-gpu"]
+    assert sorted(parsed.service_names()) == ["api", "api-cpu", "api-train", "ray-head", "ray-worker", "train", "train-gpu"]
     # the parser is strict: it rejects what Compose rejects
     with pytest.raises(ValueError):
         spec.PyCompose.from_json(json.dumps({"services": {"a": {"image": "x", "restart": "sometimes"}}}))
