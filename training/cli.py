@@ -101,7 +101,8 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     from training.export.onnx import export_run, export_summary
 
-    card = export_run(args.run, args.out, name=args.name, description=args.description, fp16=not args.no_fp16)
+    card = export_run(args.run, args.out, name=args.name, description=args.description, fp16=not args.no_fp16,
+                      fused_attention=args.fused_attention)
     print(_json(export_summary(args.out, card)))
     return 0
 
@@ -143,9 +144,11 @@ def cmd_quantize(args) -> int:
     from training.export.quantize import quantize_models
 
     figures = quantize_models(Path(args.models), op_types=args.op_types, speed_seconds=args.speed_seconds,
-                              only=args.only)
+                              only=args.only, per_channel=args.per_channel,
+                              fused_attention=args.attention == "fused", tolerance=args.gate_tolerance,
+                              replace=args.replace)
     print(_json(figures))
-    return 0
+    return 0 if all(f.get("written") or "error" not in f for f in figures.values()) else 1
 
 
 def cmd_embedded(args) -> int:
@@ -250,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name")
     s.add_argument("--description", default="")
     s.add_argument("--no-fp16", action="store_true")
+    s.add_argument("--fused-attention", action="store_true",
+                   help="DNABERT-2 attention as ONNX Runtime's MultiHeadAttention in the fp32 and fp16 graphs, "
+                        "the plain graphs kept as fallbacks (model.plain.onnx, model.fp16.plain.onnx)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("add-embedding", help="add the backbone graph (embedding.onnx) to model folders exported "
@@ -269,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="operators to quantize (LSTM and Conv lose accuracy or speed; see training/export/quantize.py)")
     s.add_argument("--speed-seconds", type=float, default=2.0, help="0 skips the fp32/int8 speed check")
     s.add_argument("--only", nargs="*", help="task/name folders, e.g. promoter/cnn_bilstm_max (default: all)")
+    s.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="one int8 scale per weight column (default) or one per matrix")
+    s.add_argument("--attention", choices=["fused", "plain"], default="fused",
+                   help="fused: DNABERT-2 attention as MultiHeadAttention before quantizing, the plain int8 graph "
+                        "kept as model.int8.plain.onnx (default); plain: the exported graph quantized as it is")
+    s.add_argument("--gate-tolerance", type=float, default=0.01,
+                   help="largest |test MCC (or macro AUROC) int8 - fp32| written; a folder over it is left unchanged")
+    s.add_argument("--replace", choices=["always", "if-faster"], default="always",
+                   help="if-faster: keep a folder's int8 graph unless the new one takes less CPU time per sequence "
+                        "(interleaved, batch 32)")
     s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser("embedded", help="reproduce the embedded default models in models/")

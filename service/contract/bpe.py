@@ -65,7 +65,9 @@ class SequenceTokenizer:
 
     def encode(self, sequences: Sequence[str]) -> list[Encoded]:
         """Encode normalised sequences (see :func:`service.contract.sequence.normalize_sequence`)."""
-        clipped = [self.policy.clip(s) for s in sequences]
+        clip = self.policy.clip
+        clipped = [clip(s) for s in sequences] if self.policy.max_nucleotides is not None else \
+            [(s, False) for s in sequences]
         if self._core is None:
             encodings = self._encode_batch([s for s, _ in clipped], add_special_tokens=True)
             return [
@@ -76,12 +78,15 @@ class SequenceTokenizer:
         cls_id, sep_id, limit = self.cls_id, self.sep_id, self.policy.max_tokens - 2
         right = self.policy.truncation_side == "right"
         out = []
+        append = out.append
         for enc, (_, cut) in zip(self._core([s for s, _ in clipped], add_special_tokens=False), clipped,
                                  strict=True):
-            ids = enc.ids
+            ids = enc.ids  # a new list on every access: completed in place
             if len(ids) > limit:
                 ids, cut = (ids[:limit] if right else ids[len(ids) - limit :]), True
-            out.append(Encoded([cls_id, *ids, sep_id], cut))
+            ids.insert(0, cls_id)
+            ids.append(sep_id)
+            append(Encoded(ids, cut))
         return out
 
     def pad(self, batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from service.contract.errors import DnabertError, InvalidSequence
 from service.contract.fasta import FastaRecord
 from service.contract.sequence import (
     MOSTLY_AMBIGUOUS_FRACTION,
+    NormalizedSequence,
     looks_like_protein,
     normalize_sequence,
     protein_error,
@@ -80,22 +81,28 @@ def _locate(exc: DnabertError, record: FastaRecord) -> None:
     exc.line = record.line_of(position) if position else record.line
 
 
-def prepare(records: Sequence[FastaRecord], tokenizer: SequenceTokenizerLike) -> Prepared:
-    """Normalise (errors name the record and its line), refuse protein, tokenize, in input order."""
+def _normalise(records: Sequence[FastaRecord]) -> list[NormalizedSequence]:
     norm = []
+    append = norm.append
     for r in records:
         try:
             n = normalize_sequence(r.sequence, r.id)
-            if looks_like_protein(n):
+            if n.n_codes and looks_like_protein(n):  # no ambiguity code other than N: not protein
                 raise protein_error(n, r.id)
         except DnabertError as exc:
             _locate(exc, r)
             raise
-        norm.append(n)
+        append(n)
+    return norm
+
+
+def prepare(records: Sequence[FastaRecord], tokenizer: SequenceTokenizerLike) -> Prepared:
+    """Normalise (errors name the record and its line), refuse protein, tokenize, in input order."""
+    norm = _normalise(records)
     encoded = tokenizer.encode([n.sequence for n in norm])
     return Prepared(
         ids=[r.id for r in records],
-        lengths=[len(n) for n in norm],
+        lengths=[len(n.sequence) for n in norm],
         ambiguous=[n.n_ambiguous for n in norm],
         rna=[("U" in r.sequence or "u" in r.sequence) for r in records],
         tokens=[e.ids for e in encoded],

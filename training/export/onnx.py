@@ -218,13 +218,20 @@ def library_versions() -> dict[str, str]:
 
 def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out: Path, *,
                         name: str, task: str, training: dict[str, Any], metrics: dict[str, Any],
-                        fp16: bool = True, description: str = "", tokenization_note: str = "") -> ModelCard:
+                        fp16: bool = True, description: str = "", tokenization_note: str = "",
+                        fused_attention: bool = False) -> ModelCard:
     """Export, verify, and write ``out/{model.onnx, model.fp16.onnx, [embedding.onnx], <tokenizer
     file>, card.json}`` (the embedding graph for models with a transformer backbone).
 
     The card's labels, activation and positive class are the task's
     (:mod:`service.contract.tasks`). ``tokenization_note`` goes into the card's ``tokenization``
     entry as ``note`` (e.g. what happens to input longer than the model's limit).
+
+    ``fused_attention``: DNABERT-2's attention in ``model.onnx`` and ``model.fp16.onnx`` becomes
+    ONNX Runtime's ``MultiHeadAttention`` (:mod:`training.export.attention`), verified against
+    PyTorch like the plain graph; the plain graphs stay beside them as ``model.plain.onnx`` and
+    ``model.fp16.plain.onnx`` (roles ``graph_plain``, ``graph_fp16_plain``), loaded where the
+    runtime lacks the operator, and the card's ``export.attention`` says what was fused.
     """
     spec = tasks.task(task)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +243,7 @@ def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out:
         export_fp16(model, out / "model.fp16.onnx")
         files["graph_fp16"] = "model.fp16.onnx"
         fp16_report = verify_fp16(out / "model.fp16.onnx", graph, tok)
+    attention = _fuse_attention(model, tok, out, files) if fused_attention else None
     embedding = None
     if architecture(model) in BACKBONE_ARCHITECTURES:
         embedding = export_embedding(model, tok, out)
@@ -269,6 +277,7 @@ def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out:
                              "logits": ["batch"]},
             "parity_vs_pytorch": parity,
             "fp16": fp16_report,
+            **({"attention": attention} if attention is not None else {}),
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
@@ -279,15 +288,38 @@ def export_model_folder(model: torch.nn.Module, tok: SequenceTokenizerLike, out:
     return card
 
 
+def _fuse_attention(model: torch.nn.Module, tok: SequenceTokenizerLike, out: Path,
+                    files: dict[str, str]) -> dict[str, Any] | None:
+    """Fused attention in the folder's fp32 and fp16 graphs, each verified (fp32 against PyTorch
+    to :data:`PARITY_ATOL`, fp16 against the fp32 graph), the plain graphs kept as fallbacks."""
+    from training.export.attention import fuse_model_graph
+
+    fused = {}
+    for role in ("graph", "graph_fp16"):
+        if role not in files:
+            continue
+        if role == "graph":
+            def check(path: Path) -> dict[str, Any]:
+                return verify(model, path, tok)
+        else:
+            def check(path: Path) -> dict[str, Any]:
+                return verify_fp16(path, out / files["graph"], tok) or {}
+        record = fuse_model_graph(out, files[role], files, role, check)
+        if record is not None:
+            fused[role] = record
+    return fused or None
+
+
 def export_run(run_model_dir: str | Path, out: str | Path, *, name: str | None = None, description: str = "",
-               fp16: bool = True) -> ModelCard:
+               fp16: bool = True, fused_attention: bool = False) -> ModelCard:
     """Export a run's ``model/`` folder (``classifier.json`` + weights) to the model folder ``out``,
     named ``name`` (default: the variant), with the run's training record and metrics."""
     model, tok, meta = load_classifier(run_model_dir)
     return export_model_folder(model, tok, Path(out), name=name or meta["variant"], task=meta["task"],
                                training=meta.get("training", {}), metrics=meta.get("metrics", {}),
                                fp16=fp16, description=description,
-                               tokenization_note=architectures.tokenization_note(architecture(model)))
+                               tokenization_note=architectures.tokenization_note(architecture(model)),
+                               fused_attention=fused_attention)
 
 
 def export_summary(out: str | Path, card: ModelCard) -> dict[str, Any]:
