@@ -9,7 +9,13 @@ import time
 import httpx
 import pytest
 
-from tests.service.robustness import ThreadedServer, assert_error, make_settings, needs_models, small_models_dir
+from tests.service.robustness import (
+    ThreadedServer,
+    assert_error,
+    make_settings,
+    needs_models,
+    small_models_dir,
+)
 
 pytestmark = needs_models
 pytest.importorskip("torch")
