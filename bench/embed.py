@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         {k: v for k, v in zip(("input_ids", "attention_mask"), raw.batches(["ACGT" * 10])[0], strict=True)},
         "last_hidden_state").shape[-1]), rounds=args.rounds, request_size=args.request_size,
         concurrency=args.concurrency, raw_threads=args.threads,
-        command="python -m bench.embed" + (" --quick" if args.quick else ""))
+        command="python -m bench.embed" + (" --quick" if args.quick else
+                                           f" --rounds {args.rounds} --per-round {args.per_round}"))
     suffix = "-quick" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"embed{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
