@@ -102,6 +102,10 @@ class Settings(BaseSettings):
         None, description="folder of the job store (jobs.sqlite3) and of the jobs' inputs and results; unset: "
                           "./jobs where it can be created, else dnabert-serve-jobs in the temporary folder. "
                           "Not writable: the /jobs endpoints answer 503 jobs_unavailable")
+    jobs_database_url: SecretStr | None = Field(
+        None, description="postgresql://user:password@host:5432/db: the job store shared by several replicas or "
+                          "machines (PostgreSQL; psycopg comes with the ray extra), the jobs' files in a jobs_dir "
+                          "they all mount; unset: SQLite in jobs_dir")
     job_max_upload_bytes: int = Field(
         2 * 1024**3, ge=1024, description="bytes of one job's input, as sent and after gzip decompression; "
                                           "beyond it 413")

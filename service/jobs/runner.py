@@ -35,7 +35,7 @@ from pathlib import Path
 
 from service.contract.errors import DnabertError, InferenceFailed, Overloaded, RequestTimeout
 from service.jobs.kinds import KINDS, JobContext, Texts, Unit, Work
-from service.jobs.store import DB_FILE, FAILED, FINISHED, SUCCEEDED, Job, JobStore, SqliteJobStore
+from service.jobs.store import CANCELLED, DB_FILE, FAILED, FINISHED, SUCCEEDED, Job, JobStore, SqliteJobStore
 from service.runtime.batcher import BACKGROUND, PRIORITY
 from service.runtime.inference import InferenceService
 from service.settings import Settings
@@ -209,7 +209,9 @@ class JobRunner:
             await self._execute(job)
         except JobStopped:
             log.info("job %s was cancelled", job.id)
-            await asyncio.to_thread(shutil.rmtree, self.folder(job.id), True)
+            now = await asyncio.to_thread(self.store.get, job.id)
+            if now is None or now.state == CANCELLED:  # not when another replica has taken it over
+                await asyncio.to_thread(shutil.rmtree, self.folder(job.id), True)
         except DnabertError as exc:
             log.info("job %s failed: %s", job.id, exc.message)
             await self._fail(job, {"code": exc.code, "message": exc.message, "record_id": exc.record_id,
@@ -329,7 +331,7 @@ class Jobs:
         self._stopped = False
 
     async def start(self) -> None:
-        if (self.root / DB_FILE).is_file():
+        if self.settings.jobs_database_url is not None or (self.root / DB_FILE).is_file():
             try:
                 await self.open()
             except JobsUnavailable as exc:
@@ -345,11 +347,17 @@ class Jobs:
                 log.error("jobs: the jobs folder %s cannot be written (DNABERT_JOBS_DIR)", self.root)
                 raise JobsUnavailable("jobs are not available on this server: the jobs folder (DNABERT_JOBS_DIR) "
                                       "cannot be written; see the server log")
-            store = await asyncio.to_thread(SqliteJobStore, self.root / DB_FILE)
+            url = self.settings.jobs_database_url
+            if url is not None:  # several replicas or machines: one shared store (the ray extra's psycopg)
+                from service.jobs.postgres import PostgresJobStore
+
+                store: JobStore = await asyncio.to_thread(PostgresJobStore, url.get_secret_value())
+            else:
+                store = await asyncio.to_thread(SqliteJobStore, self.root / DB_FILE)
             self.runner = JobRunner(self.service, self.settings, store, self.root)
             await self.runner.start()
             self.store = store
-            log.info("jobs: store %s", self.root / DB_FILE)
+            log.info("jobs: store %s", "PostgreSQL (DNABERT_JOBS_DATABASE_URL)" if url else self.root / DB_FILE)
             return store
 
     async def stop(self) -> None:

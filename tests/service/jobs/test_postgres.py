@@ -322,9 +322,15 @@ def _genome(n: int, seed: int = 11) -> bytes:
 
 @pytest.fixture
 def on_postgres(url, monkeypatch):
-    """The runner opens its store on PostgreSQL (what DNABERT_JOBS_DATABASE_URL selects)."""
-    monkeypatch.setattr(runner_module, "SqliteJobStore", lambda _path: PostgresJobStore(url))
+    """The service keeps its jobs on PostgreSQL: DNABERT_JOBS_DATABASE_URL, read by the settings
+    that make_settings builds, selects the store (no SQLite file is written)."""
+    monkeypatch.setenv("DNABERT_JOBS_DATABASE_URL", url)
+    monkeypatch.setattr(runner_module, "SqliteJobStore", _no_sqlite)
     return url
+
+
+def _no_sqlite(path):
+    raise AssertionError(f"the SQLite store was opened ({path}) although DNABERT_JOBS_DATABASE_URL is set")
 
 
 async def _wait(client, url: str, until, seconds: float = 90) -> dict:
