@@ -518,6 +518,11 @@ def test_explain_draws_the_importance_of_the_chosen_record_with_its_sequence(ui,
     page.focus("#explain-plot .explain-scroll")  # scrolled sideways from the keyboard
     for _ in range(5):
         page.keyboard.press("ArrowRight")
+    # the browser scrolls asynchronously (smoothly, and later on a loaded machine): wait for it
+    for _ in range(100):
+        if page.eval_on_selector("#explain-plot .explain-scroll", "s => s.scrollLeft") > 0:
+            break
+        page.wait_for_timeout(100)
     assert page.eval_on_selector("#explain-plot .explain-scroll", "s => s.scrollLeft") > 0
     assert ui.download("#explain-json") == answer.body()
     got, body, sent = ui.download_answer("#explain-bedgraph", "/explain/promoter")
