@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.api.inputs import parse_json, read_body
-from service.api.lifecycle import Call, Offer
+from service.api.lifecycle import Call, Offer, json_body
 from service.api.probes import ServiceDep
 from service.api.routes import _BODY, _ERRORS
 from service.contract.embedding import DEFAULT_POOLING, pool, token_spans, usage_tokens
@@ -291,7 +291,7 @@ async def retrieve_model(model_id: str, service: ServiceDep) -> ModelObject:
 
 
 def _json(result: BaseModel) -> Response:
-    return JSONResponse(result.model_dump(mode="json", exclude_none=True))
+    return json_body(result, exclude_none=True)
 
 
 # -- POST /embed ------------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ class Embedding:
             if vectors is not None:
                 item.embedding = vectors[i].tolist() if prep.scored(i) else None
             else:
-                names = token_names(self.result)
+                names = self.result.tokenizer.token_text
                 item.hidden_states = [
                     TokenState(token=names(t), start=s[0] if s else None, end=s[1] if s else None, vector=v.tolist())
                     for t, s, v in zip(prep.tokens[i], self.spans(i), self.result.hidden[i], strict=True)]
@@ -400,15 +400,6 @@ class Embedding:
 class EmbedFormat(DnabertError):
     code = "unsupported_format"
     http_status = 406
-
-
-def token_names(result: Embedded):
-    """Token id -> its text in the model's vocabulary."""
-    backend = getattr(result.tokenizer, "backend", None)
-    if backend is not None:
-        return lambda t: backend.id_to_token(int(t)) or "[UNK]"
-    vocab = result.tokenizer.vocab  # type: ignore[attr-defined]
-    return lambda t: vocab[int(t)]
 
 
 def _binary(write, media: str, filename: str) -> Response:

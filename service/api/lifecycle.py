@@ -235,13 +235,14 @@ class Offer:
         return Response(body, media_type=self.content_type or self.media_type)
 
 
-def _json(result: BaseModel) -> Response:
-    return JSONResponse(result.model_dump(mode="json"))
+def json_body(result: BaseModel, exclude_none: bool = False) -> Response:
+    """A result model as a JSON response (``exclude_none``: fields that are None left out)."""
+    return JSONResponse(result.model_dump(mode="json", exclude_none=exclude_none))
 
 
 def table_offers(table: Table | None) -> dict[str, Offer]:
     """JSON, and CSV/TSV through ``table``: the offers of the prediction endpoints."""
-    offers = {"json": Offer(OFFERED["json"], _json)}
+    offers = {"json": Offer(OFFERED["json"], json_body)}
     if table is not None:
         for fmt in ("csv", "tsv"):
             offers[fmt] = Offer(OFFERED[fmt], lambda result, fmt=fmt: table(result, fmt), MEDIA[fmt])

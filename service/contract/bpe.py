@@ -59,6 +59,9 @@ class SequenceTokenizer:
     def save(self, path: str | Path) -> None:
         self._tok.save(str(path))
 
+    def token_text(self, token_id: int) -> str:
+        return self._tok.id_to_token(int(token_id)) or "[UNK]"
+
     def card_tokenization(self) -> dict[str, Any]:
         """The card's ``tokenization`` entry (no ``kind``: ``bpe`` is the default)."""
         return self.policy.as_card_entry()

@@ -183,3 +183,6 @@ class KmerTokenizer:
 
     def pad(self, batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         return pad_batch(batch, self.pad_id)
+
+    def token_text(self, token_id: int) -> str:
+        return self.vocab[int(token_id)] if 0 <= int(token_id) < len(self.vocab) else "[UNK]"

@@ -45,7 +45,7 @@ from service.contract.card import CARD_FILE
 from service.contract.errors import DnabertError, ModelNotFound
 from service.contract.tasks import ALL, LNCRNA, PROMOTER, TASKS
 from service.jobs.kinds import JobContext, Texts, Unit, Work
-from service.runtime.inference import _ABSOLUTE_PATH, InferenceService
+from service.runtime.inference import InferenceService, without_paths
 from service.runtime.versions import version_folders
 from service.settings import Settings
 
@@ -233,7 +233,7 @@ class FinetuneWork(Work):
             reason = next((ln.removeprefix("error: ") for ln in reversed(lines) if ln.startswith("error: ")),
                           lines[-1] if lines else f"exit status {proc.returncode}")
             reason = reason.replace(str(self.ctx.input(LABELLED_FILE)), "upload")
-            raise FinetuneFailed(f"fine-tuning failed: {_ABSOLUTE_PATH.sub('<path>', reason)[:500]}")
+            raise FinetuneFailed(f"fine-tuning failed: {without_paths(reason)[:500]}")
 
     async def _publish(self, export: Path) -> int:
         """Move the exported folder in as the name's next version, and load it."""
