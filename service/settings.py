@@ -38,9 +38,13 @@ class Settings(BaseSettings):
 
     models_dir: Path = Field(default_factory=default_models_dir,
                              description="folder with <task>/<variant>/ model folders")
-    default_promoter_model: str = Field(
-        TASKS[PROMOTER].default_model, description="variant used when model= is not given (embedded: best dev MCC)")
-    promoter_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    default_promoter_model: str | None = Field(
+        None, description="promoter model used when model= is not given; unset: the default_model of "
+                          f"models/promoter/task.json (dnabert-train choose-default), else {TASKS[PROMOTER].default_model}")
+    promoter_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="P(promoter) at or over it is labelled promoter when a request gives no "
+                                          "threshold; unset: the threshold the model's card adopted on dev "
+                                          "(all: models/promoter/task.json), else 0.5")
     lncrna_thresholds: dict[str, float] = Field(
         default_factory=lambda: {"nucleus": 0.5, "cytoplasm": 0.5, "extracellular_vesicle": 0.5},
         description='per-label thresholds, JSON: {"nucleus": 0.5, ...}',
@@ -123,6 +127,12 @@ class Settings(BaseSettings):
     allow_partial_start: bool = Field(
         False, description="false: any broken model folder stops start-up; true: broken folders are "
                            "logged, skipped and reported by /readyz and /models, the others serve")
+
+    @field_validator("default_promoter_model", "promoter_threshold", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """An empty variable (docker compose's ``${VAR:-}``) leaves the setting unset."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key", mode="before")
     @classmethod

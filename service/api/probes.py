@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from service.api.protocol import Health, ModelInfo, ModelsResponse
 from service.contract.errors import DnabertError, NotReady
-from service.contract.tasks import TASK_NAMES
+from service.contract.tasks import PROMOTER, TASK_NAMES
 from service.runtime.inference import InferenceService
 from service.runtime.session import available_providers
 
@@ -83,7 +83,7 @@ def model_infos(service: InferenceService) -> list[VersionedModelInfo]:
                summary="Loaded models, their versions and cards (and any that failed to load)")
 async def models(service: ServiceDep) -> VersionedModelsResponse:
     return VersionedModelsResponse(models=model_infos(service), available_providers=available_providers(),
-                                   default_promoter_model=service.settings.default_promoter_model)
+                                   default_promoter_model=service.default_model(PROMOTER))
 
 
 @catalogue.post("/models/reload", response_model=ReloadResponse,

@@ -137,7 +137,7 @@ FormatQuery = Annotated[str | None, Query(
 
 ModelQuery = Annotated[str | None, Query(max_length=64, description=(
     "promoter: base, cnn, bilstm, cnn_bilstm_max, cnn_bilstm_avg, a baseline, or all (the five "
-    "DNABERT-2 variants and their mean); default from DNABERT_DEFAULT_PROMOTER_MODEL. "
+    "DNABERT-2 variants and their mean); default: default_promoter_model of GET /models. "
     "lncrna-localization: the model's name (default: the only one). GET /models lists the models served; "
     "another name: 404"))]
 Threshold = Annotated[float | None, Query(ge=0.0, le=1.0)]
@@ -147,7 +147,9 @@ Threshold = Annotated[float | None, Query(ge=0.0, le=1.0)]
                 openapi_extra=_BODY, summary="Promoter probability of each sequence")
 async def predict_promoter(call: Call, model: ModelQuery = None, format: FormatQuery = None,
                            threshold: Annotated[float | None, Query(
-                               ge=0.0, le=1.0, description="probability for label 'promoter'")] = None) -> Response:
+                               ge=0.0, le=1.0, description="probability for label 'promoter' (default: "
+                               "DNABERT_PROMOTER_THRESHOLD if set, else the model's dev-chosen threshold from "
+                               "its card, else 0.5)")] = None) -> Response:
     thresholds = {} if threshold is None else {"promoter": threshold}
     return await call.run(PROMOTER, model, format,
                           lambda records: call.service.predict(PROMOTER, records, model, thresholds),

@@ -182,8 +182,8 @@ def _offers(request: Request) -> dict[str, Offer]:
 async def scan_promoter(
     call: Call,
     model: Annotated[str | None, Query(max_length=64, description=(
-        "a promoter model (GET /models) or all (the mean of the five DNABERT-2 variants); default from "
-        "DNABERT_DEFAULT_PROMOTER_MODEL. The lncRNA model cannot scan: 422 not_scannable"))] = None,
+        "a promoter model (GET /models) or all (the mean of the five DNABERT-2 variants); default: "
+        "default_promoter_model of GET /models. The lncRNA model cannot scan: 422 not_scannable"))] = None,
     format: Annotated[str | None, Query(
         description="json (default), bedgraph, bed or ndjson (streamed); or the Accept header "
                     "(application/json, text/x-bedgraph, text/x-bed, application/x-ndjson). Any other value: 406",
@@ -195,12 +195,12 @@ async def scan_promoter(
         "windows with more N (or other ambiguity codes) than this fraction are skipped and counted"))
     ] = DEFAULT_MAX_N_FRACTION,
     threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description=(
-        "windows at or over it make regions (default DNABERT_PROMOTER_THRESHOLD)"))] = None,
+        "windows at or over it make regions (default: DNABERT_PROMOTER_THRESHOLD if set, else the "
+        "model's dev-chosen threshold from its card, else 0.5)"))] = None,
     min_windows: Annotated[int, Query(ge=1, le=10**9, description="regions of fewer windows are dropped")] = 1,
 ) -> Response:
     refuse_lncrna(call.service, model)
-    options = ScanOptions(stride, strands_of(strand), max_n_fraction,
-                          call.settings.promoter_threshold if threshold is None else threshold, min_windows)
+    options = ScanOptions(stride, strands_of(strand), max_n_fraction, threshold, min_windows)
     fmt = _negotiated(format, call.request)
     return await call.run(PROMOTER, model, format, lambda records: _scan(call, model, options, fmt, records),
                           offers=_offers(call.request), endpoint="scan/promoter", read=read_scan_records)

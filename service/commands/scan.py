@@ -205,8 +205,7 @@ def cmd_scan(args) -> int:
     if fmt == "bigwig":
         _pybigwig()
     settings = offline_settings(args)
-    threshold = settings.promoter_threshold if args.threshold is None else args.threshold
-    options = ScanOptions(args.stride, strands, args.max_n_fraction, threshold, args.min_windows)
+    options = ScanOptions(args.stride, strands, args.max_n_fraction, args.threshold, args.min_windows)
     path = Path(args.file)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {args.file}")
@@ -275,8 +274,8 @@ def add_parser(sub) -> None:
                    help="both (default), + or -: the reverse complement")
     s.add_argument("--max-n-fraction", type=_fraction, default=DEFAULT_MAX_N_FRACTION,
                    help=f"skip windows with more N than this (default {DEFAULT_MAX_N_FRACTION})")
-    s.add_argument("--threshold", type=_fraction, help="windows at or over it make regions (default from "
-                                                       "settings: 0.5)")
+    s.add_argument("--threshold", type=_fraction, help="windows at or over it make regions (default: "
+                   "DNABERT_PROMOTER_THRESHOLD if set, else the model card's dev-chosen threshold, else 0.5)")
     s.add_argument("--min-windows", type=_positive, default=1, help="drop regions of fewer windows (default 1)")
     s.add_argument("--models-dir")
     s.add_argument("--device", choices=["auto", "cpu", "gpu"])

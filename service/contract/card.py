@@ -131,6 +131,66 @@ class Embedding(_Section):
         return self
 
 
+DEFAULT_THRESHOLD = 0.5
+"""The promoter decision threshold when nothing else sets one (P(promoter) >= 0.5: promoter)."""
+
+
+class ReliabilityBin(_Section):
+    """One bin of a reliability table: the examples whose predicted P(positive) lies in [lo, hi)
+    (the last bin also holds 1.0), their mean prediction and how often they are positive."""
+
+    lo: float
+    hi: float
+    n: int
+    mean_predicted: float | None = Field(None, description="None for an empty bin")
+    observed_frequency: float | None = Field(None, description="None for an empty bin")
+
+
+class SplitCalibration(_Section):
+    """How well the probabilities of one split match the labels."""
+
+    n: int
+    brier: float | None = Field(None, description="mean (p - y)^2 of P(positive) (one-class tasks)")
+    reliability: list[ReliabilityBin] | None = Field(None, description="equal-width bins over [0, 1]")
+    per_label_brier: dict[str, float] | None = Field(None, description="multi-label tasks: label -> Brier score")
+
+
+class Threshold(_Section):
+    """The decision threshold chosen on dev (:func:`training.calibration.choose_threshold`).
+
+    ``value`` is the threshold with the best dev MCC on the grid; it is in force only when
+    ``adopted`` (far enough from 0.5 and clearly better there), otherwise 0.5 is.
+    """
+
+    value: float
+    adopted: bool
+    chosen_on: str = "dev"
+    rule: str | None = None
+    dev_mcc_at_0_5: float | None = None
+    dev_mcc_at_threshold: float | None = None
+
+    @property
+    def in_force(self) -> float:
+        """The threshold a prediction uses when neither the request nor the operator sets one."""
+        return self.value if self.adopted else DEFAULT_THRESHOLD
+
+
+class Calibration(_Section):
+    """Reliability tables and Brier scores per split, and the dev-chosen threshold.
+
+    Written by ``dnabert-train calibrate`` (a model folder's card) and ``dnabert-train
+    choose-default`` (the ``all`` ensemble, in the task file); cards written before it existed
+    have no such section and serve at 0.5.
+    """
+
+    splits: dict[str, SplitCalibration] = Field(description="split name (dev, hl_test, gue_test; test) -> figures")
+    threshold: Threshold | None = Field(None, description="one-class tasks only")
+    bins: int | None = None
+    scored_with: str | None = Field(None, description="how the probabilities were computed")
+    data: str | None = Field(None, description="the data set the splits come from")
+    created: str | None = None
+
+
 class SplitMetrics(_Section):
     """Metrics on one split (binary: accuracy, mcc, auroc, ...; multi-label: per_label, macro_auroc, ...)."""
 
@@ -173,6 +233,13 @@ class ModelCard(BaseModel):
     export: Export
     embedding: Embedding | None = Field(None, description="the backbone graph (files role embedding), "
                                         "for models with a transformer backbone")
+    calibration: Calibration | None = Field(None, description="reliability tables, Brier scores and the "
+                                            "dev-chosen threshold (dnabert-train calibrate)")
+
+    def threshold_in_force(self) -> float:
+        """The promoter threshold this model's card sets: the adopted dev threshold, else 0.5."""
+        th = self.calibration.threshold if self.calibration is not None else None
+        return DEFAULT_THRESHOLD if th is None else th.in_force
 
     @classmethod
     def load(cls, folder: str | Path) -> ModelCard:

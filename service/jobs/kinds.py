@@ -326,11 +326,11 @@ class ScanWork(Work):
     async def setup(self) -> None:
         from service.contract.windows import WRITERS
 
-        p, settings = self.params, self.ctx.settings
-        threshold = settings.promoter_threshold if p.get("threshold") is None else p["threshold"]
-        self.options = ScanOptions(p.get("stride", 50), strands_of(p.get("strand") or "both"),
-                                   p.get("max_n_fraction", 0.1), threshold, p.get("min_windows", 1))
-        self.scanner = Scanner(self.service, p.get("model"), self.options, timeout=CHUNK_TIMEOUT_S)
+        p = self.params
+        options = ScanOptions(p.get("stride", 50), strands_of(p.get("strand") or "both"),
+                              p.get("max_n_fraction", 0.1), p.get("threshold"), p.get("min_windows", 1))
+        self.scanner = Scanner(self.service, p.get("model"), options, timeout=CHUNK_TIMEOUT_S)
+        self.options = self.scanner.options  # the threshold filled in for the model
         self.state = ScanState(writer=WRITERS[self.format](self.scanner.meta))
 
     def _texts(self, now: str, later: str) -> Texts:

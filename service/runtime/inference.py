@@ -40,8 +40,10 @@ from service.contract.results import (
     PromoterResponse,
     PromoterResult,
 )
+from service.contract.taskfile import TaskFile
 from service.contract.tasks import ALL, LNCRNA, PROMOTER, TASKS, served_id
 from service.metrics import ServiceMetrics
+from service.runtime import defaults
 from service.runtime.batcher import BatcherConfig, DynamicBatcher, RunBatch
 from service.runtime.embedding import EmbeddingGraph, has_embedding
 from service.runtime.model import OnnxModel, load_card
@@ -95,13 +97,18 @@ def discover(models_dir: Path) -> list[tuple[str, str, Path]]:
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]*")
 
 
+def without_paths(message: str) -> str:
+    """``message`` with every absolute path written ``<path>``: what a client may read."""
+    return _ABSOLUTE_PATH.sub("<path>", message)
+
+
 def public_reason(message: str, folder: Path, label: str, models_dir: Path) -> str:
     """A load failure's message for clients: the folder written as ``task/name``, no server paths."""
     for path in sorted({str(folder), str(folder.resolve())}, key=len, reverse=True):
         message = message.replace(path, label)
     for path in sorted({str(models_dir), str(models_dir.resolve())}, key=len, reverse=True):
         message = message.replace(path, "<models_dir>")
-    return _ABSOLUTE_PATH.sub("<path>", message)
+    return without_paths(message)
 
 
 class InferenceService:
@@ -120,6 +127,9 @@ class InferenceService:
         self.versions: dict[tuple[str, str], dict[int, LoadedModel]] = {}  # every loaded version
         self.refused: dict[str, str] = {}  # 'task/name@N' -> why that version is not served
         self.providers: list[str] = []
+        self.task_files: dict[str, TaskFile] = {}
+        """task -> its ``models/<task>/task.json`` (default model, the ``all`` ensemble's threshold),
+        read at start-up; a task without one falls back to :mod:`service.contract.tasks`."""
         self.started = False
         self._reloading = asyncio.Lock()
         self._cpu = ThreadPoolExecutor(max_workers=settings.tokenizer_threads, thread_name_prefix="tokenize")
@@ -157,6 +167,7 @@ class InferenceService:
                                max_wait_ms=s.max_wait_ms, window=s.batch_window, max_queue=s.max_queue,
                                workers=s.workers)
         self._batching = (config, threads, precision)
+        self._read_task_files(s.models_dir)
         for task, name, folder in discover(s.models_dir):
             try:
                 lm = self._build(task, name, folder)
@@ -184,13 +195,29 @@ class InferenceService:
         return LoadedModel(task, name, model, card_precision, batcher, tokenizer_key=tokenizer_key,
                            embedder=embedder, version=version)
 
+    def _read_task_files(self, models_dir: Path) -> None:
+        """Each task's ``task.json`` (:mod:`service.runtime.defaults`); an invalid one stops start-up
+        unless ``allow_partial_start`` (then it is logged and the task served without it)."""
+        for task in TASKS:
+            try:
+                tf = TaskFile.load(models_dir, task)
+            except ValueError as exc:
+                if not self.settings.allow_partial_start:
+                    raise ModelArtifactError(str(exc)) from None
+                log.error("ignoring %s (the task is served with the project's defaults)", exc)
+                continue
+            if tf is not None:
+                self.task_files[task] = tf
+                log.info("%s/%s: default model %s", task, TaskFile.path(models_dir, task).name, tf.default_model)
+
     def _check_default(self, models_dir: Path) -> None:
         """The default promoter model must be there whenever promoter models are served."""
         promoter = {name for (task, name) in [*self.models, *self.failed] if task == PROMOTER}
-        default = self.settings.default_promoter_model
+        default = self.default_model(PROMOTER)
         if promoter and default not in promoter and default != ALL:
+            source = defaults.default_model_source(self.settings, PROMOTER, self.task_files.get(PROMOTER))
             message = (f"{models_dir / PROMOTER}: the default promoter model {default!r} "
-                       f"(DNABERT_DEFAULT_PROMOTER_MODEL) is not there; found: {', '.join(sorted(promoter))}")
+                       f"({source}) is not there; found: {', '.join(sorted(promoter))}")
             if not self.settings.allow_partial_start:
                 raise ModelArtifactError(message)
             log.error("%s", message)
@@ -334,7 +361,7 @@ class InferenceService:
         """The promoter model that answers requests without ``model=`` is loaded (or no promoter
         model is configured at all)."""
         promoter = self.task_models(PROMOTER)
-        default = self.settings.default_promoter_model
+        default = self.default_model(PROMOTER)
         if default == ALL:
             return bool(promoter) and not any(t == PROMOTER for t, _ in self.failed)
         return (default in promoter and promoter[default].ready) or (
@@ -360,7 +387,16 @@ class InferenceService:
         return ModelUnavailable(f"model {which} failed to load at start-up and is not served; see /readyz")
 
     def default_model(self, task: str) -> str | None:
-        return self.settings.default_promoter_model if task == PROMOTER else TASKS[task].default_model
+        """The model that answers ``task`` without ``model=``: the operator's setting, else the
+        task file's choice, else :mod:`service.contract.tasks`' (:func:`defaults.default_model`)."""
+        return defaults.default_model(self.settings, task, self.task_files.get(task))
+
+    def promoter_threshold(self, models: list[LoadedModel], requested: float | None = None) -> float:
+        """The threshold of a promoter prediction by ``models`` (one, or the members of ``all``):
+        the request's, else the operator's, else the card's (``all``: the task file's), else 0.5
+        (:func:`defaults.promoter_threshold`)."""
+        return defaults.promoter_threshold(requested, self.settings, [lm.model.card for lm in models],
+                                           self.task_files.get(PROMOTER))
 
     def resolve(self, task: str, name: str | None) -> list[LoadedModel]:
         """The loaded models that answer ``model=name`` for ``task`` (several for ``all``)."""
@@ -452,8 +488,11 @@ class InferenceService:
                 thresholds: dict[str, float] | None = None) -> PromoterResponse | LncRnaResponse:
         """The answer of ``POST /predict/{task}`` for scores from :meth:`scores` (also what a
         predict job writes, chunk by chunk)."""
-        build = _promoter_response if task == PROMOTER else _lncrna_response
-        return build(self.settings, models, prep, outs, thresholds or {})
+        thresholds = dict(thresholds or {})
+        if task == PROMOTER:
+            thresholds["promoter"] = self.promoter_threshold(models, thresholds.get("promoter"))
+            return _promoter_response(models, prep, outs, thresholds["promoter"])
+        return _lncrna_response(self.settings, models, prep, outs, thresholds)
 
     def embedding_models(self) -> dict[str, LoadedModel]:
         """The served models that give embeddings, by id (``<task>-<model>``)."""
@@ -545,11 +584,10 @@ class Scored:
         return self.mean[:, 0]
 
 
-def _promoter_response(settings: Settings, models: list[LoadedModel], prep: Prepared, outs: list[np.ndarray],
-                       thresholds: dict[str, float]) -> PromoterResponse:
+def _promoter_response(models: list[LoadedModel], prep: Prepared, outs: list[np.ndarray],
+                       threshold: float) -> PromoterResponse:
     """One probability per record: the model's, or with several models (``all``) their mean.
     A record without any informative base gets none (null probability, label and variants)."""
-    threshold = thresholds.get("promoter", settings.promoter_threshold)
     probs = np.stack([o[:, 0] for o in outs], axis=1)  # (N, n_models)
     name = ALL if len(models) > 1 else models[0].name
     results = []

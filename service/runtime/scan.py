@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,7 +56,9 @@ class ScanOptions:
     stride: int = DEFAULT_STRIDE
     strands: tuple[str, ...] = STRANDS["both"]
     max_n_fraction: float = DEFAULT_MAX_N_FRACTION
-    threshold: float = 0.5
+    threshold: float | None = None
+    """Windows at or over it make regions; None: the service's default for the model
+    (:meth:`InferenceService.promoter_threshold`), which :class:`Scanner` fills in."""
     min_windows: int = 1
 
 
@@ -129,6 +131,7 @@ class Scanner:
         if len(windows) != 1:
             raise NotScannable(f"the models of {model!r} are trained on different window lengths "
                                f"({', '.join(map(str, sorted(windows)))} bp); scan with one of them")
+        options = replace(options, threshold=service.promoter_threshold(models, options.threshold))
         self.service, self.model, self.options, self.timeout = service, model, options, timeout
         self.meta = ScanMeta(ALL if len(models) > 1 else models[0].name, windows.pop(), options.stride,
                              options.strands, options.threshold, options.min_windows, options.max_n_fraction)

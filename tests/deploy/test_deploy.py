@@ -225,6 +225,8 @@ def test_compose_defaults_are_the_service_defaults():
     and what the README's configuration table documents."""
 
     def text(value) -> str:
+        if value is None or value == "":  # an empty variable leaves a setting unset
+            return "unset"
         return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
     rows = {line.split("|")[1].strip(" `"): line.split("|")[2].strip(" `")

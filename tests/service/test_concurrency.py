@@ -33,6 +33,7 @@ import httpx  # noqa: E402
 
 from service.api.app import create_app  # noqa: E402
 from service.cli import predict_file  # noqa: E402
+from service.contract.tasks import TASKS  # noqa: E402
 from service.runtime.inference import InferenceService  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -46,7 +47,8 @@ FORMS = ("multipart", "multipart_gzip", "raw", "raw_gzip", "x-fasta", "json")
 def make_settings(**overrides) -> Settings:
     """Small batches and one ONNX thread per session: the tests share the CPU with other work."""
     values = dict(models_dir=MODELS_DIR, max_wait_ms=5, max_batch_size=32, intra_op_threads=1,
-                  tokenizer_threads=1, request_timeout_s=120.0)
+                  tokenizer_threads=1, request_timeout_s=120.0,
+                  default_promoter_model=TASKS["promoter"].default_model)  # one variant, whatever task.json says
     values.update(overrides)
     return Settings(**values)
 

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.app import create_app
 from service.cli import predict_file
-from service.contract.card import CARD_FILE
+from service.contract.card import CARD_FILE, ModelCard
 from service.contract.tasks import PROMOTER_VARIANTS
 from service.runtime.inference import InferenceService, discover
 from service.settings import Settings
@@ -261,14 +261,16 @@ def test_promoter_results_per_record_and_offline_parity(models_dir, tmp_path):
     data = resp.json()
     assert data["task"] == "promoter"
     assert data["model"] == "cnn_bilstm_avg"
-    assert data["threshold"] == settings.promoter_threshold
+    # unset DNABERT_PROMOTER_THRESHOLD: the threshold the model's card adopted on dev, else 0.5
+    threshold = ModelCard.load(models_dir / "promoter" / "cnn_bilstm_avg").threshold_in_force()
+    assert settings.promoter_threshold is None and data["threshold"] == threshold
     assert data["count"] == len(PROMOTER_RECORDS) == len(data["results"])
     for rec, res in zip(PROMOTER_RECORDS, data["results"], strict=True):
         assert res["id"] == rec.id
         assert res["length"] == rec.length
         p = res["probability"]
         assert isinstance(p, float) and 0.0 < p < 1.0
-        assert res["label"] == ("promoter" if p >= settings.promoter_threshold else "non_promoter")
+        assert res["label"] == ("promoter" if p >= threshold else "non_promoter")
         assert res["model"] == "cnn_bilstm_avg"
         assert res["variant_probabilities"] is None
         assert res["ambiguous_bases"] == rec.ambiguous
