@@ -14,6 +14,9 @@ Sub-commands::
     dnabert-train embedded [--models models] [--runs runs/embedded]
     dnabert-train synth --length 300 --n 2000 --seed 0 --out DIR
     dnabert-train compare [--models models] [--runs runs/compare] [--output docs/comparison.md]
+    dnabert-train calibrate [--models models] [--only promoter/base ...]
+    dnabert-train choose-default [--models models] [--task promoter]
+    dnabert-train curves RUN_DIR ... [--out docs/images/curve_{name}.png]
 
 Variants: DNABERT-2 base, cnn, bilstm, cnn_bilstm_max, cnn_bilstm_avg, lncrna; DNABERT (v1,
 k-mers) dnabert1_linear1, dnabert1_linear2; one-hot baselines onehot_cnn_gru, onehot_cnn,
@@ -83,7 +86,8 @@ def train_job(args) -> TrainJob:
         tokenizer=_path(args.tokenizer), vocab_size=args.vocab_size, max_tokens=args.max_tokens,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
         head_dropout=args.head_dropout, patience=args.patience, eval_every=args.eval_every,
-        max_minutes=args.max_minutes, seed=args.seed, threads=args.threads, run_dir=_path(args.run_dir),
+        max_minutes=args.max_minutes, max_steps=args.max_steps, decay_by_time=args.decay_by_time,
+        distill=_path(args.distill), seed=args.seed, threads=args.threads, run_dir=_path(args.run_dir),
         export=_path(args.export), name=args.name, fp16=not args.no_fp16)
 
 
@@ -154,7 +158,8 @@ def cmd_quantize(args) -> int:
 def cmd_embedded(args) -> int:
     from training.embedded import build_embedded
 
-    build_embedded(Path(args.models), Path(args.runs), only=args.only, quick=args.quick)
+    build_embedded(Path(args.models), Path(args.runs), only=args.only, quick=args.quick, ablation=args.ablation,
+                   images=Path(args.images))
     return 0
 
 
@@ -172,7 +177,31 @@ def cmd_compare(args) -> int:
 
     run_compare(Path(args.models), Path(args.runs), Path(args.output), only=args.only, quick=args.quick,
                 retrain_dnabert2=args.retrain_dnabert2, export=not args.no_export,
-                threads=args.threads)
+                threads=args.threads, table_only=args.table_only)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from training.calibration import calibrate_models
+
+    print(_json(calibrate_models(Path(args.models), only=args.only, threads=args.threads)))
+    return 0
+
+
+def cmd_choose_default(args) -> int:
+    from training.defaults import choose_default
+
+    chosen = choose_default(Path(args.models), args.task, threads=args.threads)
+    print(_json({"default_model": chosen.default_model, "dev_mcc": chosen.dev_mcc,
+                 "thresholds": chosen.thresholds, "written": str(chosen.path(args.models, args.task))}))
+    return 0
+
+
+def cmd_curves(args) -> int:
+    from training.curves import plot_curves
+
+    for name, path in plot_curves(args.runs, args.out).items():
+        print(f"{name}: {path}")
     return 0
 
 
@@ -233,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patience", type=int, default=TrainJob.patience)
     s.add_argument("--eval-every", type=int, default=TrainJob.eval_every)
     s.add_argument("--max-minutes", type=float)
+    s.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    s.add_argument("--decay-by-time", action="store_true",
+                   help="with --max-minutes: the learning rate reaches 0 at the time budget if that comes first")
+    s.add_argument("--distill", help="a distillation set (.npz of made sequences with teacher probabilities, "
+                                     "runs/embedded/distill.npz of dnabert-train embedded), trained on beside "
+                                     "the real labels (promoter)")
     s.add_argument("--seed", type=int, default=TrainJob.seed)
     s.add_argument("--threads", type=int)
     s.add_argument("--run-dir")
@@ -292,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", default="runs/embedded")
     s.add_argument("--only", nargs="*", help="variants to (re)build; default all six")
     s.add_argument("--quick", action="store_true", help="a seconds-long smoke version (tiny preset, few examples)")
+    s.add_argument("--ablation", action="store_true",
+                   help="also train base with and without pre-training and distillation (same short budget each)")
+    s.add_argument("--images", default="docs/images", help="where the training-curve pictures go")
     s.set_defaults(func=cmd_embedded)
 
     s = sub.add_parser("synth", help="synthetic TATA-box data: train.csv, dev.csv, test.csv (no external data)")
@@ -310,11 +348,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="docs/comparison.md")
     s.add_argument("--only", nargs="*", help="variants to (re)train; default all five")
     s.add_argument("--retrain-dnabert2", action="store_true",
-                   help="also rebuild the five DNABERT-2 promoter models (dnabert-train embedded; ~75 min)")
+                   help="also rebuild the five DNABERT-2 promoter models (dnabert-train embedded; about 2 h on 2 cores)")
+    s.add_argument("--table-only", action="store_true",
+                   help="train nothing: the table of the promoter model folders there, from their cards")
     s.add_argument("--no-export", action="store_true", help="do not export the trained models into --models")
     s.add_argument("--threads", type=int, help="ONNX Runtime threads for the throughput column (default: all)")
     s.add_argument("--quick", action="store_true", help="a seconds-long smoke version (tiny presets, few examples)")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("calibrate", help="reliability tables, Brier scores and a dev-chosen threshold into the "
+                                         "cards of model folders (scored with the service's path)")
+    s.add_argument("--models", default="models")
+    s.add_argument("--only", nargs="*", help="task/name folders, e.g. promoter/base (default: all)")
+    s.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: the library default)")
+    s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("choose-default", help="pick the task's default model by dev MCC (the five DNABERT-2 "
+                                              "variants and all) and write models/<task>/task.json")
+    s.add_argument("--models", default="models")
+    s.add_argument("--task", choices=TASK_NAMES, default="promoter")
+    s.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: the library default)")
+    s.set_defaults(func=cmd_choose_default)
+
+    s = sub.add_parser("curves", help="training-curve pictures (dev score and train loss by step) of run folders")
+    s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders with a curve.jsonl")
+    s.add_argument("--out", default="docs/images/curve_{name}.png",
+                   help="PNG file; {name} stands for each run's variant (needed with several runs)")
+    s.set_defaults(func=cmd_curves)
     return p
 
 

@@ -145,7 +145,10 @@ FAMILY = {"dnabert2": "DNABERT-2", "dnabert1": "DNABERT (6-mer)", "onehot": "one
 
 
 def run_compare(models: Path, runs: Path, output: Path, only: list[str] | None = None, quick: bool = False,
-                retrain_dnabert2: bool = False, export: bool = True, threads: int | None = None) -> dict:
+                retrain_dnabert2: bool = False, export: bool = True, threads: int | None = None,
+                table_only: bool = False) -> dict:
+    """Train (unless ``table_only``) and export the compared models, then one table of every
+    promoter model folder there, from the cards, with a throughput column measured here."""
     start = time.monotonic()
     runs.mkdir(parents=True, exist_ok=True)
     if retrain_dnabert2:
@@ -159,6 +162,10 @@ def run_compare(models: Path, runs: Path, output: Path, only: list[str] | None =
         if (models / PROMOTER / v / "card.json").is_file():
             folders.append(("dnabert2", models / PROMOTER / v))
     for v in variants:
+        if table_only:
+            if (models / PROMOTER / v / "card.json").is_file():
+                folders.append((architecture_of(v), models / PROMOTER / v))
+            continue
         run_dir = train_one(v, runs, quick)
         out = models / PROMOTER / v if export else run_dir / "export"
         export_one(v, run_dir, out)
@@ -171,7 +178,7 @@ def run_compare(models: Path, runs: Path, output: Path, only: list[str] | None =
               f"{row['throughput']['predict_seq_per_s']:9.1f} seq/s (predict)", flush=True)
         rows.append(row)
     result = {
-        "command": "dnabert-train compare" + (" --quick" if quick else ""),
+        "command": "dnabert-train compare" + (" --quick" if quick else "") + (" --table-only" if table_only else ""),
         "rows": rows,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count()},

@@ -21,7 +21,7 @@ DEFAULT_LR: dict[str, tuple[float, float]] = {
 """(backbone, head) learning rates of a job without ``lr`` / ``head_lr``, by architecture
 (``dnabert1-pretrained``: DNABERT v1 fine-tuned from a checkpoint)."""
 
-PATH_FIELDS = ("train", "dev", "test", "tokenizer", "run_dir", "export")
+PATH_FIELDS = ("train", "dev", "test", "tokenizer", "run_dir", "export", "distill")
 """Fields given as ``str`` or ``Path`` and held as ``Path``."""
 
 
@@ -57,6 +57,14 @@ class TrainJob:
     patience: int = 3
     eval_every: int = 0
     max_minutes: float | None = None
+    max_steps: int | None = None
+    """Stop after this many optimiser steps (the learning rate decays to 0 by then)."""
+    decay_by_time: bool = False
+    """With ``max_minutes``: the learning rate decays linearly to 0 by the step budget or by the
+    time budget, whichever comes first (a run cut by time still ends at a low rate)."""
+    distill: Path | None = None
+    """A distillation set (:mod:`training.distill`, ``.npz``): made sequences labelled with a
+    teacher ensemble's probability, trained on beside the real labels (promoter task)."""
     seed: int = 42
     threads: int | None = None
     # outputs
@@ -77,6 +85,8 @@ class TrainJob:
         for name in PATH_FIELDS:
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else Path(value))
+        if self.distill is not None and self.task != PROMOTER:
+            raise ValueError("distillation sets hold promoter probabilities; --distill needs --task promoter")
         if self.architecture != "dnabert2" and self.task != PROMOTER:
             raise ValueError(f"{self.variant} is a promoter (two-class) model; --task {self.task} needs a "
                              "DNABERT-2 variant")

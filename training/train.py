@@ -24,6 +24,7 @@ from service.runtime.offline import batcher_config, score_tokens
 from training.build import build, load_data
 from training.checkpoint import save_classifier
 from training.data import Dataset, Example
+from training.distill import DistillationSet
 from training.export.onnx import export_run
 from training.job import TrainJob, TrainResult
 from training.losses import two_way_multilabel_loss
@@ -44,6 +45,8 @@ class TrainConfig:
     patience: int = 3
     eval_every: int = 0  # optimiser steps between dev evaluations; 0 = once per epoch
     max_minutes: float | None = None
+    max_steps: int | None = None
+    decay_by_time: bool = False
     seed: int = 42
     tp: float = 4.0  # two-way loss temperatures (lncRNA)
     tn: float = 1.0
@@ -107,6 +110,8 @@ def dev_score(task: str, metrics: dict) -> float:
 
 
 def loss_fn(task: str, logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Cross-entropy on class indices, or on class probabilities (float ``y`` of shape (N, 2):
+    distillation); the two-way multi-label loss for lncRNA."""
     if task == LNCRNA:
         return two_way_multilabel_loss(logits, y.float(), tp=cfg.tp, tn=cfg.tn)
     return F.cross_entropy(logits, y)
@@ -123,9 +128,19 @@ def evaluate_test_parts(model, tok, data: Dataset, task: str) -> dict:
     return result
 
 
+def soft_targets(labels: list[int], soft: DistillationSet) -> torch.Tensor:
+    """(N, 2) class probabilities: one-hot for the real labels, then the teachers' probabilities
+    for the made sequences."""
+    p = np.concatenate([np.asarray(labels, dtype=np.float64), soft.probabilities])
+    return torch.from_numpy(np.stack([1.0 - p, p], axis=1).astype(np.float32))
+
+
 def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: Dataset,
-                     cfg: TrainConfig, run_dir: Path) -> dict:
-    """Train with AdamW + linear warmup/decay, keep the best dev state, write the run folder."""
+                     cfg: TrainConfig, run_dir: Path, soft: DistillationSet | None = None) -> dict:
+    """Train with AdamW + linear warmup/decay, keep the best dev state, write the run folder.
+
+    ``soft``: made sequences with teacher probabilities, shuffled in with the real examples
+    (whose targets stay their labels)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -134,6 +149,9 @@ def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: D
     train = data["train"]
     encoded = [e.ids for e in tok.encode([e.sequence for e in train])]
     targets = torch.tensor([e.label for e in train])
+    if soft is not None:
+        encoded += [e.ids for e in tok.encode(soft.sequences)]
+        targets = soft_targets([e.label for e in train], soft)
 
     head_params = [p for n, p in model.named_parameters() if n.startswith("head.")]
     body_params = [p for n, p in model.named_parameters() if not n.startswith("head.")]
@@ -146,14 +164,22 @@ def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: D
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
     warmup = max(1, int(cfg.warmup_ratio * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    start = time.monotonic()
+
+    def rate(s: int) -> float:
+        remaining = (total - s) / max(1, total - warmup)
+        if cfg.decay_by_time and cfg.max_minutes:
+            remaining = min(remaining, 1.0 - (time.monotonic() - start) / (cfg.max_minutes * 60))
+        return min((s + 1) / warmup, max(0.0, remaining))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
     eval_every = cfg.eval_every or steps_per_epoch
     curve: list[dict] = []
     best = {"score": float("-inf"), "state": None, "step": 0}
-    bad_evals, step, start, cpu_start = 0, 0, time.monotonic(), time.process_time()
+    bad_evals, step, cpu_start = 0, 0, time.process_time()
     stop = False
     curve_file = (run_dir / "curve.jsonl").open("w")
     for epoch in range(1, cfg.epochs + 1):
@@ -174,7 +200,7 @@ def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: D
             running.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
             over_time = cfg.max_minutes is not None and time.monotonic() - start > cfg.max_minutes * 60
-            if step % eval_every == 0 or step == total or over_time:
+            if step % eval_every == 0 or step >= total or over_time:
                 dev = evaluate_examples(model, tok, data["dev"], cfg.task)
                 score = dev_score(cfg.task, dev)
                 point = {"step": step, "epoch": epoch, "train_loss": float(np.mean(running)),
@@ -192,7 +218,7 @@ def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: D
                     bad_evals = 0
                 else:
                     bad_evals += 1
-                if bad_evals >= cfg.patience or over_time:
+                if bad_evals >= cfg.patience or over_time or step >= total:
                     stop = True
                     break
         if stop:
@@ -234,7 +260,8 @@ def train_config(job: TrainJob, extra: dict[str, Any]) -> TrainConfig:
     lr, head_lr = job.learning_rates()
     return TrainConfig(task=job.task, variant=job.variant, epochs=job.epochs, batch_size=job.batch_size,
                        lr=lr, head_lr=head_lr, patience=job.patience, eval_every=job.eval_every,
-                       max_minutes=job.max_minutes, seed=job.seed, head_dropout=job.head_dropout,
+                       max_minutes=job.max_minutes, max_steps=job.max_steps, decay_by_time=job.decay_by_time,
+                       seed=job.seed, head_dropout=job.head_dropout,
                        threads=job.threads, extra={"architecture": job.architecture, **extra})
 
 
@@ -247,8 +274,12 @@ def train(job: TrainJob) -> TrainResult:
     seed_everything(job.seed)
     data = load_data(job)
     model, tok, extra = build(job, data)
+    soft = None
+    if job.distill:
+        soft = DistillationSet.load(job.distill)
+        extra = {**extra, "distillation": {"file": str(job.distill), **soft.manifest}}
     run_dir = job.run_dir or default_run_dir(job)
-    summary = train_classifier(model, tok, data, train_config(job, extra), run_dir)
+    summary = train_classifier(model, tok, data, train_config(job, extra), run_dir, soft)
     card = None
     if job.export:
         card = export_run(run_dir / "model", job.export, name=job.name or job.variant, fp16=job.fp16)
