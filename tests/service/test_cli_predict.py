@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 MODELS_DIR = Path(os.environ.get("DNABERT_TEST_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
@@ -26,15 +27,27 @@ HAS_LNCRNA = (MODELS_DIR / "lncrna-localization").is_dir()
 needs_lncrna = pytest.mark.skipif(not HAS_LNCRNA, reason="no lncRNA model")
 
 from service.cli import main  # noqa: E402
+from service.contract.card import ModelCard  # noqa: E402
+from service.contract.taskfile import TaskFile  # noqa: E402
 from service.contract.tasks import PROMOTER_VARIANTS  # noqa: E402
+from service.runtime import defaults  # noqa: E402
 from service.runtime.model import OnnxModel  # noqa: E402
 from service.runtime.offline import predict_sequences  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LNCRNA_LABELS = ("nucleus", "cytoplasm", "extracellular_vesicle")
-DEFAULT_MODEL = Settings(models_dir=MODELS_DIR).default_promoter_model
+# what the CLI answers without --model: the operator's setting, else promoter/task.json's choice, else
+# the project's default; labels at that model's default threshold (its card's, all: the task file's)
+_TASK_FILE = TaskFile.load(MODELS_DIR, "promoter")
+DEFAULT_MODEL = defaults.default_model(Settings(models_dir=MODELS_DIR), "promoter", _TASK_FILE)
+DEFAULT_THRESHOLD = defaults.promoter_threshold(
+    None, Settings(models_dir=MODELS_DIR),
+    [ModelCard.load(MODELS_DIR / "promoter" / m) for m in
+     (PROMOTER_VARIANTS if DEFAULT_MODEL == "all" else (DEFAULT_MODEL,))], _TASK_FILE)
 VARIANTS = [v for v in PROMOTER_VARIANTS if (MODELS_DIR / "promoter" / v).is_dir()]
+DEFAULT_COLUMNS = sorted(VARIANTS) if DEFAULT_MODEL == "all" else []
+"""The per-variant columns of the default model's table (``all`` has one per variant)."""
 TOL = 1e-5  # the CLI and predict_sequences batch differently
 
 
@@ -102,7 +115,9 @@ _MODELS: dict[tuple[str, str], OnnxModel] = {}
 
 
 def reference(task: str, name: str, records: list[tuple[str, str]]):
-    """Scores of ``predict_sequences``: (N,) for promoter variants, (N, 3) for lncRNA."""
+    """Scores of ``predict_sequences``: (N,) for promoter variants (all: their mean), (N, 3) for lncRNA."""
+    if name == "all":
+        return np.mean([reference(task, v, records) for v in PROMOTER_VARIANTS], axis=0)
     if (task, name) not in _MODELS:
         _MODELS[(task, name)] = OnnxModel(MODELS_DIR / task / name, threads=1)
     return predict_sequences(_MODELS[(task, name)], [s for _, s in records], [r for r, _ in records]).scores
@@ -139,7 +154,7 @@ def check_promoter_rows(rows: list[dict], records, model_column: str) -> None:
     for row, (rid, seq), p in zip(rows, records, want):
         prob = float(row["probability"])
         assert abs(prob - p) <= TOL, f"{rid}: {prob} vs {p}"
-        assert row["label"] == ("promoter" if prob >= 0.5 else "non_promoter")
+        assert row["label"] == ("promoter" if prob >= DEFAULT_THRESHOLD else "non_promoter")
         assert row["model"] == model_column
         assert int(row["length"]) == len(seq)
         n_amb, flags = expected_flags(seq)
@@ -164,11 +179,11 @@ def test_output_format_follows_the_suffix(tmp_path, fasta, records, capsys):
         outputs[suffix] = out.read_text()
 
     header, csv_rows = read_table(outputs["csv"], ",")
-    assert header == promoter_header([])
+    assert header == promoter_header(DEFAULT_COLUMNS)
     check_promoter_rows(csv_rows, records, DEFAULT_MODEL)
 
     header, tsv_rows = read_table(outputs["tsv"], "\t")
-    assert header == promoter_header([])
+    assert header == promoter_header(DEFAULT_COLUMNS)
     assert "\t" in outputs["tsv"].splitlines()[1]
     check_promoter_rows(tsv_rows, records, DEFAULT_MODEL)
 
@@ -183,7 +198,7 @@ def test_format_option_wins_over_the_suffix_and_stdout_works(tmp_path, fasta, re
     out = tmp_path / "predictions.txt"
     assert main(["predict", str(fasta), "--task", "promoter", "-o", str(out), "--format", "tsv", "--quiet"]) == 0
     header, rows = read_table(out.read_text(), "\t")
-    assert header == promoter_header([])
+    assert header == promoter_header(DEFAULT_COLUMNS)
     check_promoter_rows(rows, records, DEFAULT_MODEL)
     capsys.readouterr()
 
@@ -197,7 +212,7 @@ def test_format_option_wins_over_the_suffix_and_stdout_works(tmp_path, fasta, re
 
     assert main(["predict", str(fasta), "--task", "promoter", "--quiet"]) == 0  # default: CSV on stdout
     header, rows = read_table(capsys.readouterr().out, ",")
-    assert header == promoter_header([])
+    assert header == promoter_header(DEFAULT_COLUMNS)
     check_promoter_rows(rows, records, DEFAULT_MODEL)
 
 

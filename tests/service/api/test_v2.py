@@ -20,6 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
+from service.contract.taskfile import TaskFile
+from service.runtime import defaults
+from service.settings import Settings
 from tests.service.robustness import (
     HAS_LNCRNA,
     HAS_MODELS,
@@ -38,7 +41,8 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MAX_RECORDS = 40
 TOL = 1e-6
-DEFAULT = "cnn_bilstm_max"
+DEFAULT = defaults.default_model(Settings(models_dir=MODELS_DIR), "promoter", TaskFile.load(MODELS_DIR, "promoter"))
+"""What answers without model=: promoter/task.json's choice (the operator's setting is not set here)."""
 VARIANTS = ("base", "cnn", "bilstm", "cnn_bilstm_max", "cnn_bilstm_avg")
 LNC_LABELS = ("nucleus", "cytoplasm", "extracellular_vesicle")
 
