@@ -138,9 +138,9 @@ def make_distillation_set(data: Dataset, models: Path, n: int, seed: int = 7,
     pool = [e.sequence for e in data["train"]]
     held_out = {e.sequence for split in ("dev", "test") for e in data[split]}
     made = augment(pool, n, seed, exclude=held_out, spec=spec)
-    probs = teacher_scores(models, made, teachers)
     dev = data["dev"]
-    dev_p = teacher_scores(models, [e.sequence for e in dev], teachers)
+    scored = teacher_scores(models, made + [e.sequence for e in dev], teachers)  # each teacher loaded once
+    probs, dev_p = scored[: len(made)], scored[len(made):]
     dev_m = binary_metrics(np.array([e.label for e in dev]), dev_p)
     digest = hashlib.sha256("\n".join(made).encode()).hexdigest()
     manifest = {

@@ -4,7 +4,7 @@
 that answers requests without ``model=``, the rule and the dev figures it was chosen by, and the
 calibration and dev-chosen threshold of the ``all`` ensemble (which has no folder and so no card
 of its own). The service reads it where it loads the models
-(:func:`service.runtime.defaults.read_task_files`). A models folder without it is served as
+(:class:`service.runtime.inference.InferenceService`, at start-up). A models folder without it is served as
 before: the default model of :mod:`service.contract.tasks`, ``all`` at 0.5.
 """
 

@@ -16,22 +16,10 @@ Both are decided here, once, in the same order (the first that is set wins):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from service.contract.card import DEFAULT_THRESHOLD, Calibration, ModelCard
 from service.contract.taskfile import TaskFile
 from service.contract.tasks import PROMOTER, TASKS
 from service.settings import Settings
-
-
-def read_task_files(models_dir: Path) -> dict[str, TaskFile]:
-    """task -> its ``task.json``, for the tasks that have one (ValueError for an invalid one)."""
-    found = {}
-    for name in TASKS:
-        tf = TaskFile.load(models_dir, name)
-        if tf is not None:
-            found[name] = tf
-    return found
 
 
 def default_model(settings: Settings, task: str, task_file: TaskFile | None) -> str | None:

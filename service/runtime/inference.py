@@ -488,10 +488,9 @@ class InferenceService:
                 thresholds: dict[str, float] | None = None) -> PromoterResponse | LncRnaResponse:
         """The answer of ``POST /predict/{task}`` for scores from :meth:`scores` (also what a
         predict job writes, chunk by chunk)."""
-        thresholds = dict(thresholds or {})
+        thresholds = thresholds or {}
         if task == PROMOTER:
-            thresholds["promoter"] = self.promoter_threshold(models, thresholds.get("promoter"))
-            return _promoter_response(models, prep, outs, thresholds["promoter"])
+            return _promoter_response(models, prep, outs, self.promoter_threshold(models, thresholds.get("promoter")))
         return _lncrna_response(self.settings, models, prep, outs, thresholds)
 
     def embedding_models(self) -> dict[str, LoadedModel]:

@@ -14,6 +14,7 @@ import pytest
 from service.contract.card import DEFAULT_THRESHOLD, Calibration, ModelCard, Threshold
 from service.runtime.model import OnnxModel
 from service.runtime.offline import predict_sequences
+from tests.training.conftest import promoter_sample
 from training.calibration import (
     GRID,
     brier_score,
@@ -154,12 +155,7 @@ def test_the_section_is_typed_and_round_trips(tmp_path):
 @pytest.fixture(scope="module")
 def small_promoter(shared_dir) -> Dataset:
     """Dev and both test parts of the real split, cut down so that the file stays fast."""
-    from training.data import promoter_dataset
-
-    data = promoter_dataset(shared_dir)
-    hl = [e for e in data["test"] if e.source == "hl_test"][:40]
-    gue = [e for e in data["test"] if e.source == "gue_test"][:120]
-    return Dataset({"train": [], "dev": data["dev"][:200], "test": hl + gue}, data.description)
+    return promoter_sample(shared_dir, dev=200, hl_test=40, gue_test=120)
 
 
 @needs_base

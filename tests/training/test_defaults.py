@@ -16,6 +16,7 @@ from service.contract.taskfile import TASK_FILE, TaskFile
 from service.contract.tasks import ALL, PROMOTER_VARIANTS
 from service.runtime.model import OnnxModel
 from service.runtime.offline import predict_sequences
+from tests.training.conftest import promoter_sample
 from training.calibration import choose_threshold, mcc_at
 from training.cli import main as train_cli
 from training.data import Dataset
@@ -55,12 +56,8 @@ def test_the_best_dev_mcc_wins_and_ties_go_to_a_single_model_first():
 
 @pytest.fixture(scope="module")
 def small_promoter(shared_dir) -> Dataset:
-    from training.data import promoter_dataset
-
-    data = promoter_dataset(shared_dir)
-    hl = [e for e in data["test"] if e.source == "hl_test"][:30]
-    gue = [e for e in data["test"] if e.source == "gue_test"][:80]
-    return Dataset({"train": [], "dev": data["dev"][:250], "test": hl + gue}, data.description)
+    """Dev and both test parts of the real split, cut down so that the file stays fast."""
+    return promoter_sample(shared_dir, dev=250, hl_test=30, gue_test=80)
 
 
 @needs_variants
