@@ -34,10 +34,14 @@ COPY requirements/ /tmp/requirements/
 RUN pip install --no-cache-dir -r /tmp/requirements/gpu.txt
 
 # ---------------------------------------------------------------------------------------------
-# The package itself, without its dependencies (they are pinned above).
+# The package itself, without its dependencies (they are pinned above). A C compiler here, and
+# only here, builds the package's C encoder (service/contract/_fastbpe.c) into the wheel.
 FROM base AS package
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY service/ service/
 COPY training/ training/
 RUN pip wheel --no-deps --wheel-dir /wheels .

@@ -7,9 +7,10 @@ The figure is the one ``bench.run`` reports (``bench_front_end``): the service's
 ``prepare(read_fasta_bytes(body), tokenizer)``, on one FASTA body of random 300 bp records, in
 records per second. Beside it, each stage alone, measured in the same rounds (the order
 alternating, medians): parsing, normalisation, the tokenizer's ``encode`` and, inside it, the
-``tokenizers`` BPE alone (``encode_batch_fast`` of the bare model, both cores): the floor that
-any path through the ``tokenizers`` library has. Writes ``bench/results/frontend.{md,json}``;
-nothing here asserts a speed.
+project's C BPE encoder alone (``service/contract/_fastbpe.c``, both cores) and, for comparison,
+the ``tokenizers`` BPE alone (``encode_batch_fast`` of the bare model, both cores), the path
+``encode`` takes where the package was built without a C compiler. Writes
+``bench/results/frontend.{md,json}``; nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     sequences = random_dna(a.records, 300, seed=3)
     body = fasta(sequences).encode()
     records = read_fasta_bytes(body, max_bytes=1 << 31)
-    core = getattr(tok, "_core", None)
+    core, fast = getattr(tok, "_core", None), getattr(tok, "_fast", None)
     stages = {
         "parse + normalise + tokenize (prepare)": lambda: prepare(read_fasta_bytes(body, max_bytes=1 << 31), tok),
         "FASTA parsing": lambda: read_fasta_bytes(body, max_bytes=1 << 31),
         "normalisation": lambda: [normalize_sequence(r.sequence, r.id) for r in records],
         "tokenizer.encode": lambda: tok.encode(sequences),
     }
+    if fast is not None:
+        stages["C BPE encoder alone (_fastbpe)"] = lambda: fast.encode(sequences, tok.cls_id, tok.sep_id, tok._threads)
     if core is not None:
         stages["tokenizers BPE alone (encode_batch_fast)"] = lambda: core(sequences, add_special_tokens=False)
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -66,12 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             rates[name].append(a.records / (time.perf_counter() - t))
     result = {"command": "python -m bench.frontend " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": machine(), "records": a.records, "rounds": a.rounds, "tokenizer": str(model.folder),
+              "encoder": "C (_fastbpe)" if fast is not None else "tokenizers",
               "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
               "records_per_s": {name: statistics.median(v) for name, v in rates.items()}}
     lines = ["# Front-end benchmark", "",
              f"Machine: {result['machine']['cpus']} CPUs, {result['machine']['platform']}, commit "
              f"{result['machine']['commit']}, {result['machine']['date']}. Command: `{result['command']}`.",
-             f"{a.records:,} random 300 bp records in one FASTA body, tokenizer of {model.folder.relative_to(REPO) if model.folder.is_relative_to(REPO) else model.folder}; "
+             f"{a.records:,} random 300 bp records in one FASTA body, tokenizer of {model.folder.relative_to(REPO) if model.folder.is_relative_to(REPO) else model.folder} "
+             f"(encode runs the {result['encoder']} encoder); "
              f"medians of {a.rounds} interleaved rounds; load average {result['load_average']['start']} at the "
              f"start, {result['load_average']['end']} at the end.", "",
              "| stage | records/s | target |", "|---|---|---|"]

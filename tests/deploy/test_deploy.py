@@ -94,7 +94,7 @@ def test_dockerignore_keeps_tests_caches_and_runs_out():
     patterns = (REPO / ".dockerignore").read_text().splitlines()
     assert patterns[patterns.index("**")] == "**"  # deny by default, then allow-list
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "requirements", "service", "training", "models"}
+    assert allowed == {"pyproject.toml", "setup.py", "README.md", "requirements", "service", "training", "models"}
 
 
 # --- compose --------------------------------------------------------------------------------
@@ -182,6 +182,10 @@ def test_runtime_install_steps_replayed_in_a_clean_venv(tmp_path):
     run(str(py), "-m", "pip", "install", "--no-cache-dir", "-q", "--no-deps", *wheels)
     check = run(str(py), "-c", "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('onnxruntime') is not None)")
     assert check.stdout.split() == ["True", "True"], "the runtime must have onnxruntime and no torch"
+    # the package stage has a C compiler: the wheel carries the C encoder, and the tokenizers use it
+    check = run(str(py), "-c", "from service.contract import bpe; from pathlib import Path; "
+                "print(bpe._fastbpe is not None, Path(bpe.__file__).is_relative_to(Path.cwd()))")
+    assert check.stdout.split() == ["True", "True"], check.stdout
     broken = run(str(py), "-m", "pip", "check")
     assert broken.returncode == 0
 
