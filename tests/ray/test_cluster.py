@@ -180,12 +180,14 @@ class TestTwoReplicas:
             time.sleep(7)  # every replica has reported the earlier tests' requests (every 5 s)
             before = c.get("/metrics").text
             for _ in range(20):
-                assert _send(c, "predict").status_code == 200
+                r = _send(c, "predict")
+                assert r.status_code == 200
+                served = r.json()["model"]  # the default model (models/promoter/task.json)
                 sent += 1
             time.sleep(7)  # and these
             after = c.get("/metrics")
         assert after.status_code == 200 and after.headers["content-type"].startswith("text/plain")
-        labels = {"endpoint": "promoter", "model": "cnn_bilstm_max", "status": "200"}
+        labels = {"endpoint": "promoter", "model": served, "status": "200"}
         was, now = _metric(before, "dnabert_requests_total", **labels), _metric(after.text, "dnabert_requests_total",
                                                                                  **labels)
         assert len(now) == 2  # both replicas are there, labelled
