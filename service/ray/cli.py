@@ -84,6 +84,17 @@ def config_from(args) -> RayConfig:
 
 
 def cmd_ray(args) -> int:
+    # A local cluster's own token is set up before Ray is imported: Ray reads RAY_AUTH_* once, at
+    # import, and a driver that read none cannot talk to a cluster started with a token.
+    token_dir = _private_token() if not args.address else None
+    try:
+        return _deploy(args)
+    finally:
+        if token_dir is not None:
+            shutil.rmtree(token_dir, ignore_errors=True)
+
+
+def _deploy(args) -> int:
     try:
         import ray
         from ray import serve
@@ -105,7 +116,6 @@ def cmd_ray(args) -> int:
     port = args.port or defaults.port
 
     local = not args.address
-    token_dir = _private_token() if local else None
     try:
         if local:
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="warning")
@@ -114,8 +124,6 @@ def cmd_ray(args) -> int:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         print(f"dnabert-serve: error: cannot {'start a local Ray cluster' if local else 'connect to ' + args.address}:"
               f" {exc}", file=sys.stderr)
-        if token_dir is not None:
-            shutil.rmtree(token_dir, ignore_errors=True)
         return 2
     # after ray.init, which installs handlers of its own
     stop = threading.Event()
@@ -156,8 +164,6 @@ def cmd_ray(args) -> int:
                 ray.shutdown()
         else:
             ray.shutdown()
-        if token_dir is not None:
-            shutil.rmtree(token_dir, ignore_errors=True)
 
 
 def _private_token() -> str | None:
