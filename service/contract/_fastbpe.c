@@ -180,6 +180,16 @@ static inline void bucket_push(Scratch *s, int32_t *used, int32_t rank, int32_t 
     s->tails[rank] = k;
 }
 
+/* One symbol per character, linked in order. */
+static void first_symbols(const Encoder *e, Symbol *sym, const unsigned char *text, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sym[i].c = e->char_ids[text[i]];
+        sym[i].prev = (int32_t)i - 1;
+        sym[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
+        sym[i].len = 1;
+    }
+}
+
 static int compare_int32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
@@ -195,12 +205,7 @@ static Py_ssize_t encode_buckets(const Encoder *e, Scratch *s, const unsigned ch
     Symbol *sym = s->symbols;
     int32_t *pending = s->pending;
     int32_t used = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sym[i].c = e->char_ids[text[i]];
-        sym[i].prev = (int32_t)i - 1;
-        sym[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
-        sym[i].len = 1;
-    }
+    first_symbols(e, sym, text, n);
     for (Py_ssize_t i = 0; i + 1 < n; i++) {
         const Slot *m = lookup(e, sym[i].c, sym[i + 1].c);
         if (m != NULL) bucket_push(s, &used, m->rank, (int32_t)i);
@@ -265,12 +270,7 @@ static Py_ssize_t encode_word(const Encoder *e, Scratch *s, const unsigned char 
     Symbol *sym = s->symbols;
     Merge *heap = s->heap;
     Py_ssize_t queued = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sym[i].c = e->char_ids[text[i]];
-        sym[i].prev = (int32_t)i - 1;
-        sym[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
-        sym[i].len = 1;
-    }
+    first_symbols(e, sym, text, n);
     for (Py_ssize_t i = 0; i + 1 < n; i++) {
         const Slot *m = lookup(e, sym[i].c, sym[i + 1].c);
         if (m != NULL) {
