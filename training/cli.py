@@ -87,7 +87,8 @@ def train_job(args) -> TrainJob:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
         head_dropout=args.head_dropout, patience=args.patience, eval_every=args.eval_every,
         max_minutes=args.max_minutes, max_steps=args.max_steps, decay_by_time=args.decay_by_time,
-        distill=_path(args.distill), seed=args.seed, threads=args.threads, run_dir=_path(args.run_dir),
+        distill=_path(args.distill), seed=args.seed, threads=args.threads, tp=args.tp, tn=args.tn,
+        run_dir=_path(args.run_dir),
         export=_path(args.export), name=args.name, fp16=not args.no_fp16)
 
 
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "a DNABERT (v1) one such as DNA_bert_6 (config.json, vocab.txt, weights) "
                                        "for dnabert1_*, or a fine-tuned run's model/ folder whose backbone to start from")
     s.add_argument("--preset", default=TrainJob.preset,
-                   help="size without --init-from: small or tiny; also dnabert2-117m (DNABERT-2) and dnabert-6 "
+                   help="size without --init-from: small, medium (DNABERT-2) or tiny; also dnabert2-117m (DNABERT-2) and dnabert-6 "
                         "(DNABERT v1, 768/12/12)")
     s.add_argument("--kmer", type=int, default=TrainJob.kmer, choices=(3, 4, 5, 6),
                    help="k of a DNABERT (v1) model from a preset")
@@ -268,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--distill", help="a distillation set (.npz of made sequences with teacher probabilities, "
                                      "runs/embedded/distill.npz of dnabert-train embedded), trained on beside "
                                      "the real labels (promoter)")
+    s.add_argument("--tp", type=float, default=TrainJob.tp,
+                   help="two-way multi-label loss, positive temperature (lncRNA; default %(default)s as in the study)")
+    s.add_argument("--tn", type=float, default=TrainJob.tn,
+                   help="two-way multi-label loss, negative temperature (lncRNA; default %(default)s)")
     s.add_argument("--seed", type=int, default=TrainJob.seed)
     s.add_argument("--threads", type=int)
     s.add_argument("--run-dir")

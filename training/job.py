@@ -67,6 +67,10 @@ class TrainJob:
     teacher ensemble's probability, trained on beside the real labels (promoter task)."""
     seed: int = 42
     threads: int | None = None
+    tp: float = 4.0
+    """Two-way multi-label loss: temperature of the positive logits (lncRNA; the study's 4)."""
+    tn: float = 1.0
+    """Two-way multi-label loss: temperature of the negative logits (lncRNA; the study's 1)."""
     # outputs
     run_dir: Path | None = None
     """Default: ``runs/<task>-<variant>-<time>``."""
@@ -87,6 +91,8 @@ class TrainJob:
             object.__setattr__(self, name, None if value is None else Path(value))
         if self.distill is not None and self.task != PROMOTER:
             raise ValueError("distillation sets hold promoter probabilities; --distill needs --task promoter")
+        if self.tp <= 0 or self.tn <= 0:
+            raise ValueError(f"two-way loss temperatures must be positive, got tp={self.tp}, tn={self.tn}")
         if self.architecture != "dnabert2" and self.task != PROMOTER:
             raise ValueError(f"{self.variant} is a promoter (two-class) model; --task {self.task} needs a "
                              "DNABERT-2 variant")

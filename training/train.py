@@ -261,7 +261,7 @@ def train_config(job: TrainJob, extra: dict[str, Any]) -> TrainConfig:
     return TrainConfig(task=job.task, variant=job.variant, epochs=job.epochs, batch_size=job.batch_size,
                        lr=lr, head_lr=head_lr, patience=job.patience, eval_every=job.eval_every,
                        max_minutes=job.max_minutes, max_steps=job.max_steps, decay_by_time=job.decay_by_time,
-                       seed=job.seed, head_dropout=job.head_dropout,
+                       seed=job.seed, head_dropout=job.head_dropout, tp=job.tp, tn=job.tn,
                        threads=job.threads, extra={"architecture": job.architecture, **extra})
 
 

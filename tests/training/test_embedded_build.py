@@ -41,8 +41,11 @@ def test_every_variant_is_exported_with_its_training_story(built):
         assert start == ("masked-LM pre-trained small backbone" if variant == "base"
                          else "backbone of the distilled base model (promoter-adapted)")
     lnc = ModelCard.load(built / "models" / LNCRNA / "lncrna")
-    assert set(lnc.training.selection.dev_scores) == {
-        "lncrna-localization-lncrna", "lncrna-localization-lncrna-from-promoter", "lncrna-localization-lncrna-head-only"}
+    assert set(lnc.training.selection.dev_scores) == {  # --quick: the first two temperature pairs
+        "lncrna-localization-lncrna", "lncrna-localization-lncrna-tp1-tn1",
+        "lncrna-localization-lncrna-from-promoter", "lncrna-localization-lncrna-head-only"}
+    kept = json.loads((built / "runs" / lnc.training.selection.kept / "config.json").read_text())["train"]
+    assert (lnc.training.config["tp"], lnc.training.config["tn"]) == (kept["tp"], kept["tn"])
     assert lnc.training.selection.kept == max(lnc.training.selection.dev_scores, key=lnc.training.selection.dev_scores.get)
 
 
@@ -62,6 +65,6 @@ def test_the_distillation_set_and_the_curves_are_there(built):
 def test_a_second_run_resumes_without_training_again(built, capsys):
     runs = built / "runs"
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/model/model.safetensors")}
-    assert len(stamps) == 5 + 3
+    assert len(stamps) == 5 + 4
     build_embedded(built / "models", runs, quick=True, images=None)
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/model/model.safetensors")} == stamps

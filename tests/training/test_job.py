@@ -42,6 +42,22 @@ def test_job_refuses_what_cannot_be_trained():
         TrainJob(task="splicing")
 
 
+def test_two_way_loss_temperatures_reach_the_loss():
+    """--tp/--tn (lncRNA) travel from the command line through the job to the training loss."""
+    from training.train import loss_fn, train_config
+
+    args = build_parser().parse_args(["train", "--task", "lncrna-localization", "--tp", "2", "--tn", "0.5"])
+    cfg = train_config(train_job(args), {})
+    assert (cfg.tp, cfg.tn) == (2.0, 0.5)
+    logits = torch.tensor([[1.5, -0.3, 0.2], [-1.0, 0.7, 2.0]])
+    y = torch.tensor([[1, 0, 0], [0, 1, 1]])
+    default = train_config(TrainJob(task="lncrna-localization"), {})
+    assert (default.tp, default.tn) == (4.0, 1.0)  # the study's
+    assert not torch.isclose(loss_fn(cfg.task, logits, y, cfg), loss_fn(default.task, logits, y, default))
+    with pytest.raises(ValueError, match="temperatures"):
+        TrainJob(task="lncrna-localization", tp=0.0)
+
+
 def test_learning_rates_default_by_architecture():
     assert TrainJob().learning_rates() == DEFAULT_LR["dnabert2"]
     assert TrainJob(variant="dnabert1_linear1").learning_rates() == DEFAULT_LR["dnabert1"]
