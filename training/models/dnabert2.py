@@ -71,6 +71,12 @@ PRESETS: dict[str, DnaBertConfig] = {
     "small": DnaBertConfig(
         hidden_size=128, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256
     ),
+    # A somewhat larger backbone (about 4x the matrix-multiply work of "small" per token), tried
+    # for the embedded promoter models: at an equal time budget on 2 CPU cores it did not beat
+    # "small" (README, "Embedded models and their metrics").
+    "medium": DnaBertConfig(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=512
+    ),
     # For tests and CI smoke runs; 3 heads exercise the non-power-of-2 ALiBi slopes.
     "tiny": DnaBertConfig(
         hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=64
