@@ -79,6 +79,8 @@ def _dnabert2_tokenizer_and_backbone(job: TrainJob, data: Dataset) -> tuple[Sequ
 def _dnabert2_model(job: TrainJob, data: Dataset) -> tuple[nn.Module, SequenceTokenizer, dict[str, Any]]:
     """A DNABERT-2 classifier, its backbone loaded from ``init_from`` when given."""
     tok, config = _dnabert2_tokenizer_and_backbone(job, data)
+    if job.hidden_dropout is not None:
+        config.hidden_dropout_prob = job.hidden_dropout
     model = SequenceClassifier(config, job.variant, job.head_dropout)
     initialised: list[str] = []
     if job.init_from:

@@ -85,7 +85,8 @@ def train_job(args) -> TrainJob:
         limit=args.limit, init_from=args.init_from, preset=args.preset, kmer=args.kmer,
         tokenizer=_path(args.tokenizer), vocab_size=args.vocab_size, max_tokens=args.max_tokens,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
-        head_dropout=args.head_dropout, patience=args.patience, eval_every=args.eval_every,
+        head_dropout=args.head_dropout, hidden_dropout=args.hidden_dropout, patience=args.patience,
+        eval_every=args.eval_every,
         max_minutes=args.max_minutes, max_steps=args.max_steps, decay_by_time=args.decay_by_time,
         distill=_path(args.distill), seed=args.seed, threads=args.threads, tp=args.tp, tn=args.tn,
         run_dir=_path(args.run_dir),
@@ -260,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "from a preset, 5e-5 from a checkpoint), 2e-3 (one-hot baselines)")
     s.add_argument("--head-lr", type=float, help="head learning rate; default 1e-3 (2e-3 for the baselines)")
     s.add_argument("--head-dropout", type=float, default=TrainJob.head_dropout)  # the baselines: 0.2 in compare
+    s.add_argument("--hidden-dropout", type=float,
+                   help="DNABERT-2 backbone dropout (hidden_dropout_prob); default: the preset's (0.1) or the checkpoint's")
     s.add_argument("--patience", type=int, default=TrainJob.patience)
     s.add_argument("--eval-every", type=int, default=TrainJob.eval_every)
     s.add_argument("--max-minutes", type=float)

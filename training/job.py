@@ -54,6 +54,8 @@ class TrainJob:
     """Backbone learning rate (default: :data:`DEFAULT_LR` of the architecture)."""
     head_lr: float | None = None
     head_dropout: float = 0.1
+    hidden_dropout: float | None = None
+    """DNABERT-2 backbone dropout (``hidden_dropout_prob``); default: the preset's or checkpoint's."""
     patience: int = 3
     eval_every: int = 0
     max_minutes: float | None = None
@@ -91,6 +93,8 @@ class TrainJob:
             object.__setattr__(self, name, None if value is None else Path(value))
         if self.distill is not None and self.task != PROMOTER:
             raise ValueError("distillation sets hold promoter probabilities; --distill needs --task promoter")
+        if self.hidden_dropout is not None and not 0.0 <= self.hidden_dropout < 1.0:
+            raise ValueError(f"--hidden-dropout must be in [0, 1), got {self.hidden_dropout}")
         if self.tp <= 0 or self.tn <= 0:
             raise ValueError(f"two-way loss temperatures must be positive, got tp={self.tp}, tn={self.tn}")
         if self.architecture != "dnabert2" and self.task != PROMOTER:

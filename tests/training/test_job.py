@@ -58,6 +58,25 @@ def test_two_way_loss_temperatures_reach_the_loss():
         TrainJob(task="lncrna-localization", tp=0.0)
 
 
+def test_hidden_dropout_sets_the_backbone_dropout(tmp_path):
+    """--hidden-dropout reaches the DNABERT-2 backbone; without it the preset's 0.1 stays."""
+    from training.build import build
+    from training.data import Dataset, Example
+
+    seqs = ["ACGTTGCAACGGTACCATGA" * 3, "TTGACAGGCTAGCTAGGATC" * 3]
+    data = Dataset({"train": [Example(f"s{i}", s, i % 2) for i, s in enumerate(seqs)]})
+    args = build_parser().parse_args(["train", "--preset", "tiny", "--vocab-size", "16", "--hidden-dropout", "0"])
+    job = train_job(args)
+    assert job.hidden_dropout == 0.0
+    model, _, _ = build(job, data)
+    rates = {m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and name.startswith("bert.")}
+    assert model.config.hidden_dropout_prob == 0.0 and rates == {0.0}
+    default, _, _ = build(TrainJob(preset="tiny", vocab_size=16), data)
+    assert default.config.hidden_dropout_prob == 0.1
+    with pytest.raises(ValueError, match="hidden-dropout"):
+        TrainJob(hidden_dropout=1.0)
+
+
 def test_learning_rates_default_by_architecture():
     assert TrainJob().learning_rates() == DEFAULT_LR["dnabert2"]
     assert TrainJob(variant="dnabert1_linear1").learning_rates() == DEFAULT_LR["dnabert1"]
