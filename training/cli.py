@@ -86,11 +86,10 @@ def train_job(args) -> TrainJob:
         tokenizer=_path(args.tokenizer), vocab_size=args.vocab_size, max_tokens=args.max_tokens,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
         head_dropout=args.head_dropout, hidden_dropout=args.hidden_dropout, patience=args.patience,
-        eval_every=args.eval_every,
-        max_minutes=args.max_minutes, max_steps=args.max_steps, decay_by_time=args.decay_by_time,
-        distill=_path(args.distill), seed=args.seed, threads=args.threads, tp=args.tp, tn=args.tn,
-        run_dir=_path(args.run_dir),
-        export=_path(args.export), name=args.name, fp16=not args.no_fp16)
+        eval_every=args.eval_every, max_minutes=args.max_minutes, max_steps=args.max_steps,
+        decay_by_time=args.decay_by_time, distill=_path(args.distill), tp=args.tp, tn=args.tn, seed=args.seed,
+        threads=args.threads, run_dir=_path(args.run_dir), export=_path(args.export), name=args.name,
+        fp16=not args.no_fp16)
 
 
 def cmd_train(args) -> int:
@@ -248,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "a DNABERT (v1) one such as DNA_bert_6 (config.json, vocab.txt, weights) "
                                        "for dnabert1_*, or a fine-tuned run's model/ folder whose backbone to start from")
     s.add_argument("--preset", default=TrainJob.preset,
-                   help="size without --init-from: small, medium (DNABERT-2) or tiny; also dnabert2-117m (DNABERT-2) and dnabert-6 "
-                        "(DNABERT v1, 768/12/12)")
+                   help="size without --init-from: small, medium (DNABERT-2) or tiny; also dnabert2-117m "
+                        "(DNABERT-2) and dnabert-6 (DNABERT v1, 768/12/12)")
     s.add_argument("--kmer", type=int, default=TrainJob.kmer, choices=(3, 4, 5, 6),
                    help="k of a DNABERT (v1) model from a preset")
     s.add_argument("--tokenizer", help="tokenizer.json to use without --init-from (else one is trained)")
