@@ -88,7 +88,7 @@ def train_job(args) -> TrainJob:
         head_dropout=args.head_dropout, hidden_dropout=args.hidden_dropout, patience=args.patience,
         eval_every=args.eval_every, max_minutes=args.max_minutes, max_steps=args.max_steps,
         decay_by_time=args.decay_by_time, distill=_path(args.distill), tp=args.tp, tn=args.tn, seed=args.seed,
-        threads=args.threads, run_dir=_path(args.run_dir), export=_path(args.export), name=args.name,
+        threads=args.threads, bf16=args.bf16, run_dir=_path(args.run_dir), export=_path(args.export), name=args.name,
         fp16=not args.no_fp16)
 
 
@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="two-way multi-label loss, negative temperature (lncRNA; default %(default)s)")
     s.add_argument("--seed", type=int, default=TrainJob.seed)
     s.add_argument("--threads", type=int)
+    s.add_argument("--bf16", action="store_true",
+                   help="train under bfloat16 autocast (fast on CPUs with AMX/AVX512-BF16); weights stay fp32")
     s.add_argument("--run-dir")
     s.add_argument("--export", help="model folder to export the trained model to")
     s.add_argument("--name")

@@ -51,6 +51,7 @@ class TrainConfig:
     tp: float = 4.0  # two-way loss temperatures (lncRNA)
     tn: float = 1.0
     threads: int | None = None
+    bf16: bool = False  # bfloat16 autocast for the training steps (weights and dev scoring stay fp32)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,8 +190,9 @@ def train_classifier(model: torch.nn.Module, tok: SequenceTokenizerLike, data: D
         running = []
         for idx in bar:
             ids, mask = tok.pad([encoded[i] for i in idx])
-            logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
-            loss = loss_fn(cfg.task, logits, targets[idx], cfg)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
+            loss = loss_fn(cfg.task, logits.float(), targets[idx], cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -262,7 +264,7 @@ def train_config(job: TrainJob, extra: dict[str, Any]) -> TrainConfig:
                        lr=lr, head_lr=head_lr, patience=job.patience, eval_every=job.eval_every,
                        max_minutes=job.max_minutes, max_steps=job.max_steps, decay_by_time=job.decay_by_time,
                        seed=job.seed, head_dropout=job.head_dropout, tp=job.tp, tn=job.tn,
-                       threads=job.threads, extra={"architecture": job.architecture, **extra})
+                       threads=job.threads, bf16=job.bf16, extra={"architecture": job.architecture, **extra})
 
 
 def default_run_dir(job: TrainJob) -> Path:

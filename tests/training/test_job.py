@@ -107,3 +107,35 @@ def test_predict_scores_are_each_sequence_alone_in_input_order(variant, task, to
         assert scores.shape == (6, 3)
     np.testing.assert_allclose(scores, want, atol=1e-6)
     assert predict_scores(model, tok, [], task).shape == ((0,) if task == "promoter" else (0, 3))
+
+
+def test_bf16_trains_under_autocast_and_keeps_fp32_weights(tmp_path, monkeypatch):
+    """--bf16: the training steps' matrix multiplies run in bfloat16; the weights, the dev scoring
+    (which picks the kept state) and the saved model stay fp32."""
+    from training import train as train_module
+    from training.synth import write_synthetic
+
+    folder = tmp_path / "synth"
+    write_synthetic(folder, n=60, length=60, seed=3)
+    args = build_parser().parse_args(["train", "--bf16"])
+    assert train_job(args).bf16 and not TrainJob().bf16
+    seen: dict[str, set] = {"train": set(), "eval": set()}
+    made = {}
+    real_build = train_module.build
+
+    def build_and_hook(job, data):
+        model, tok, extra = real_build(job, data)
+        first = next(m for m in model.bert.modules() if isinstance(m, torch.nn.Linear))
+        first.register_forward_hook(
+            lambda mod, inp, out: seen["train" if mod.training else "eval"].add(out.dtype))
+        made["model"] = model
+        return model, tok, extra
+
+    monkeypatch.setattr(train_module, "build", build_and_hook)
+    result = train_module.train(TrainJob(variant="base", preset="tiny", train=folder / "train.csv",
+                                         dev=folder / "dev.csv", test=folder / "test.csv", vocab_size=64,
+                                         epochs=1, batch_size=16, bf16=True, run_dir=tmp_path / "run"))
+    assert seen["train"] == {torch.bfloat16} and seen["eval"] == {torch.float32}
+    assert {p.dtype for p in made["model"].parameters()} == {torch.float32}
+    assert result.summary["steps"] > 0
+    assert '"bf16": true' in (tmp_path / "run" / "config.json").read_text()
