@@ -247,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "a DNABERT (v1) one such as DNA_bert_6 (config.json, vocab.txt, weights) "
                                        "for dnabert1_*, or a fine-tuned run's model/ folder whose backbone to start from")
     s.add_argument("--preset", default=TrainJob.preset,
-                   help="size without --init-from: small, medium (DNABERT-2) or tiny; also dnabert2-117m "
-                        "(DNABERT-2) and dnabert-6 (DNABERT v1, 768/12/12)")
+                   help="size without --init-from: small or tiny; also dnabert2-117m, medium (256/4), "
+                        "deep (128/6) and mini (64/2) for DNABERT-2, dnabert-6 (768/12/12) for DNABERT v1")
     s.add_argument("--kmer", type=int, default=TrainJob.kmer, choices=(3, 4, 5, 6),
                    help="k of a DNABERT (v1) model from a preset")
     s.add_argument("--tokenizer", help="tokenizer.json to use without --init-from (else one is trained)")

@@ -77,6 +77,15 @@ PRESETS: dict[str, DnaBertConfig] = {
     "medium": DnaBertConfig(
         hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=512
     ),
+    # Two shapes measured against the embedded models (README, "Embedded models and their
+    # metrics"): six layers at the small width, and the shape of the embedded DNABERT (v1)
+    # models, to compare the two architectures at an equal size and recipe.
+    "deep": DnaBertConfig(
+        hidden_size=128, num_hidden_layers=6, num_attention_heads=4, intermediate_size=256
+    ),
+    "mini": DnaBertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256
+    ),
     # For tests and CI smoke runs; 3 heads exercise the non-power-of-2 ALiBi slopes.
     "tiny": DnaBertConfig(
         hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=64

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from training.cli import main as train_cli
 from training.models.dnabert2 import (
+    PRESETS,
     DnaBertConfig,
     DnaBertModel,
     alibi_slopes,
@@ -179,3 +180,15 @@ def test_alibi_has_no_fixed_size_table_past_512_tokens():
     alone, _ = _forward(model, ids[:, :520])
     padded, _ = _forward(model, ids, mask)
     torch.testing.assert_close(padded[:, :520], alone, atol=1e-5, rtol=0)
+
+
+def test_mini_preset_is_the_embedded_dnabert1_shape():
+    """The README compares DNABERT-2 and DNABERT (v1) "at the same size": `mini` must stay the
+    shape of the DNABERT preset the embedded 6-mer models were trained with."""
+    from training.models.dnabert1 import PRESETS as DNABERT1_PRESETS
+
+    v1, v2 = DNABERT1_PRESETS["small"], PRESETS["mini"]
+    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        assert getattr(v2, field) == getattr(v1, field), field
+    assert PRESETS["deep"].hidden_size == PRESETS["small"].hidden_size
+    assert PRESETS["deep"].num_hidden_layers == 2 * PRESETS["small"].num_hidden_layers
